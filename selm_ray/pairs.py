@@ -1,0 +1,87 @@
+"""Judged candidates -> one preference pair per prompt (best vs worst), pure Python.
+
+Rule (both papers): failed judgements are dropped first; chosen = highest score, rejected = lowest;
+no pair when fewer than two candidates were scored, or the best and worst are tied (or closer than
+``min_margin``). Ties on a score are broken deterministically: among equally best candidates the
+SHORTER one is chosen and among equally worst the LONGER one is rejected (this leans against the
+length growth the Self-Rewarding paper reports), then the lower candidate index wins.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from selm_ray.records import Candidate, Judgement, PreferencePair, Rollout
+
+# Reasons a prompt yields no pair; the buffer and stats count them by these names.
+NO_PAIR_TOO_FEW_SCORED = "too_few_scored"
+NO_PAIR_TIE = "tie"
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """A pair, or the reason there is none for this prompt."""
+
+    pair: PreferencePair | None
+    reason: str | None = None
+
+
+def make_pair_id(prompt_id: str, chosen: Candidate, rejected: Candidate) -> str:
+    """Stable id from content, so the same judged pair added twice is recognisably the same."""
+    h = hashlib.sha1()
+    for part in (prompt_id, chosen.text, str(chosen.policy_version), rejected.text,
+                 str(rejected.policy_version)):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+def _pick(scored: list[tuple[int, float, Candidate]]) -> tuple[int, int]:
+    """Indices (into ``scored``) of chosen and rejected under the tie-break rule."""
+    best = min(range(len(scored)), key=lambda k: (-scored[k][1], scored[k][2].num_tokens, scored[k][0]))
+    worst = min(range(len(scored)), key=lambda k: (scored[k][1], -scored[k][2].num_tokens, scored[k][0]))
+    return best, worst
+
+
+def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) -> PairOutcome:
+    """Best-vs-worst pair of one judged rollout (see the module docstring for the rule)."""
+    if judgement.prompt_id != rollout.prompt_id:
+        raise ValueError(
+            f"judgement for prompt {judgement.prompt_id!r} does not belong to rollout {rollout.prompt_id!r}"
+        )
+    if len(judgement.scores) != len(rollout.candidates):
+        raise ValueError(
+            f"prompt {rollout.prompt_id!r}: {len(judgement.scores)} scores for "
+            f"{len(rollout.candidates)} candidates"
+        )
+    scored = [
+        (i, s.score, c)
+        for i, (s, c) in enumerate(zip(judgement.scores, rollout.candidates))
+        if s.ok and s.score is not None
+    ]
+    if len(scored) < 2:
+        return PairOutcome(None, NO_PAIR_TOO_FEW_SCORED)
+    b, w = _pick(scored)
+    margin = scored[b][1] - scored[w][1]
+    if margin <= 0 or margin < min_margin:
+        return PairOutcome(None, NO_PAIR_TIE)
+    (_, chosen_score, chosen), (_, rejected_score, rejected) = scored[b], scored[w]
+    ref = rollout.ref_response
+    pair = PreferencePair(
+        pair_id=make_pair_id(rollout.prompt_id, chosen, rejected),
+        prompt_id=rollout.prompt_id,
+        messages=rollout.messages,
+        prompt_text=rollout.prompt_text,
+        chosen=chosen.text,
+        rejected=rejected.text,
+        chosen_score=chosen_score,
+        rejected_score=rejected_score,
+        chosen_tokens=chosen.num_tokens,
+        rejected_tokens=rejected.num_tokens,
+        chosen_version=chosen.policy_version,
+        rejected_version=rejected.policy_version,
+        ref_response=ref.text if ref is not None else None,
+        ref_tokens=ref.num_tokens if ref is not None else None,
+        judge=judgement.judge,
+    )
+    return PairOutcome(pair)
