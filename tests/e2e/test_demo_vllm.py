@@ -1,0 +1,70 @@
+"""The one-pass demo through real vLLM (generation, greedy y_ref, judging) on tiny models and SmolLM2.
+
+Each run is a subprocess of the real CLI: vLLM owns process-wide state (threads, KV cache).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _demo(tmp_path, *sets, prompts=3):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", str(prompts), "--run-dir", str(run_dir)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    pairs = [json.loads(line) for line in (run_dir / "pairs.jsonl").read_text().splitlines()]
+    return summary, pairs
+
+
+def test_expected_score_judge_on_tiny_model(tmp_path, tiny_model_path):
+    summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "generation.num_candidates=3")
+    assert summary["prompts"] == 3 and summary["candidates"] == 9
+    # expected scores are probability-weighted digits: never a failure, always within 0..5
+    assert summary["judge_failures"] == 0
+    assert summary["pairs"] + sum(summary["no_pair"].values()) == 3
+    for p in pairs:
+        assert 0 <= p["rejected_score"] < p["chosen_score"] <= 5
+        assert p["ref_response"] is not None and p["chosen_version"] == 0
+        assert p["chosen_tokens"] > 0
+
+
+def test_generate_judge_counts_unparseable_verdicts_as_failures(tmp_path, tiny_model_path):
+    # a random tiny model cannot write "Score: N": every verdict must be a counted failure, no pairs
+    summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "judge.mode=generate",
+                           "judge.num_samples=2", "judge.max_new_tokens=16", prompts=2)
+    assert summary["candidates"] == 4
+    assert summary["judge_failures"] == 4 and summary["judge_failure_rate"] == 1.0
+    assert pairs == [] and summary["no_pair"] == {"too_few_scored": 2}
+
+
+def test_reward_model_judge(tmp_path, tiny_model_path, smollm2_tokenizer):
+    from selm_ray.models import build_tiny_reward_model
+
+    rm = build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
+    summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "judge.kind=reward_model",
+                           f"judge.reward_model={rm}")
+    assert summary["judge_failures"] == 0 and summary["pairs"] == 3  # real-valued RM scores never tie
+    assert all(p["judge"].startswith("rm:") for p in pairs)
+
+
+def test_cli_rejects_bad_input_without_starting_anything(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--set", "judge.mode=vibes"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "judge.mode: must be one of" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--prompts must be >= 1" in bad.stderr
+
+
+@pytest.mark.slow
+def test_demo_on_smollm2_default(tmp_path, smollm2_path):
+    summary, pairs = _demo(tmp_path, prompts=4)
+    assert summary["prompts"] == 4 and summary["judge_failures"] == 0
+    assert summary["pairs"] >= 1
+    assert all(p["chosen"].strip() and p["rejected"].strip() for p in pairs)

@@ -1,0 +1,98 @@
+"""Model preparation on the real embedded SmolLM2 and the tiny builders (transformers side)."""
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from selm_ray import models
+from selm_ray.losses import sequence_logps
+from selm_ray.models import ModelError, prepare_model, resolve_model
+
+
+def test_smollm2_prepared_folder_is_a_normal_hf_model(smollm2_path, smollm2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    assert (smollm2_path / models.COMPLETE_MARKER).is_file()
+    assert (smollm2_path / "model.safetensors").is_file()
+    assert smollm2_tokenizer.chat_template and "<|im_start|>" in smollm2_tokenizer.chat_template
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    ids = smollm2_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    answer = smollm2_tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer  # a real instruct model, not random weights
+
+
+def test_prepare_is_idempotent(smollm2_path):
+    before = os.stat(smollm2_path / "model.safetensors").st_mtime_ns
+    assert prepare_model("smollm2-135m-instruct") == smollm2_path
+    assert os.stat(smollm2_path / "model.safetensors").st_mtime_ns == before
+    assert resolve_model("smollm2-135m-instruct") == str(smollm2_path)
+
+
+def test_interrupted_preparation_leaves_nothing_that_looks_complete(monkeypatch, selm_home):
+    def crash(out):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt  # e.g. Ctrl-C mid-conversion
+
+    monkeypatch.setitem(models.PREPARERS, "crashy", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_model("crashy")
+    assert not (models.models_dir() / "crashy").exists()
+    assert not [p for p in models.models_dir().iterdir() if p.name.startswith(".crashy.partial")]
+    assert not models.is_prepared("crashy")
+
+
+def test_tiny_models_deterministic_by_seed(tmp_path, smollm2_tokenizer):
+    a = models.build_tiny_causal_lm(tmp_path / "a", seed=1, tokenizer=smollm2_tokenizer)
+    b = models.build_tiny_causal_lm(tmp_path / "b", seed=1, tokenizer=smollm2_tokenizer)
+    c = models.build_tiny_causal_lm(tmp_path / "c", seed=2, tokenizer=smollm2_tokenizer)
+    ta, tb, tc = (load_file(p / "model.safetensors") for p in (a, b, c))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert any(not torch.equal(ta[k], tc[k]) for k in ta)
+
+
+def test_tiny_reward_model_scores_a_batch(tmp_path, smollm2_tokenizer):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = models.build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
+    rm = AutoModelForSequenceClassification.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    enc = tok(["a short answer", "a somewhat longer answer here"], return_tensors="pt", padding=True)
+    logits = rm(**enc).logits
+    assert logits.shape == (2, 1) and torch.isfinite(logits).all()
+
+
+def test_sequence_logps_matches_per_token_loop_on_real_logits(tiny_model_path, smollm2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float64)
+    tok = smollm2_tokenizer
+    prompt = tok("Question: what is two plus two?")["input_ids"]
+    resp = tok(" Four, of course.")["input_ids"]
+    ids = torch.tensor([prompt + resp])
+    mask = torch.tensor([[0] * len(prompt) + [1] * len(resp)])
+    with torch.no_grad():
+        logits = model(ids).logits
+        got = sequence_logps(logits, ids, mask).item()
+        want = 0.0
+        for t in range(len(prompt), len(prompt) + len(resp)):  # score token t given tokens < t
+            step = model(ids[:, :t]).logits[0, -1].log_softmax(-1)
+            want += step[ids[0, t]].item()
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_resolve_model_kinds_and_errors(tmp_path, tiny_model_path, monkeypatch):
+    assert resolve_model(str(tiny_model_path)) == str(tiny_model_path.resolve())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+    with pytest.raises(ModelError, match="neither a known alias"):
+        resolve_model("./does/not/exist")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=r"(?s)could not fetch hub model 'someorg/somemodel'.*offline"):
+        resolve_model("someorg/somemodel")
+    with pytest.raises(ModelError, match="unknown model alias"):
+        prepare_model("gpt-9")

@@ -1,0 +1,59 @@
+import pytest
+
+from selm_ray.config import Config, ConfigError, load_config
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_valid_selm_with_positive_alpha():
+    cfg = load_config()
+    assert isinstance(cfg, Config) and cfg.learner.loss == "selm" and cfg.learner.alpha > 0
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = _yaml(tmp_path, "learner:\n  beta: 0.01\njudge:\n  mode: generate\n")
+    cfg = load_config(p, ["learner.alpha=0.0005", "cluster.num_generators=3", "data.max_prompts=null"])
+    assert cfg.learner.beta == 0.01 and cfg.learner.alpha == 0.0005
+    assert cfg.judge.mode == "generate" and cfg.cluster.num_generators == 3 and cfg.data.max_prompts is None
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["learner.bogus=1"], "learner.bogus: unknown key"),
+    (["bogus.x=1"], "bogus: unknown key"),
+    (["learner.beta=-1"], "learner.beta: must be > 0"),
+    (["learner.loss=kto"], "learner.loss: must be one of"),
+    (["judge.num_samples=three"], "judge.num_samples: must be an integer"),
+    (["judge.min_valid=5"], "judge.min_valid: must be in 1..num_samples"),
+    (["generation.num_candidates=1"], "generation.num_candidates: need >= 2"),
+    (["learner.alpha=0"], "learner.alpha: is 0 with loss selm"),
+    (["generation.ref_response=false"], "generation.ref_response: must be true with learner.loss selm"),
+    (["judge.kind=reward_model"], "judge.reward_model: required"),
+    (["generation.temperature=true"], "generation.temperature: must be a number"),
+    (["learner=3"], "learner: must be a mapping"),
+    (["learner.beta.x=1"], "learner.beta: must be a number"),
+    (["learner.beta=0.1", "learner.beta.x=1"], "learner.beta is not a section"),
+    (["noequals"], "expected KEY.PATH=VALUE"),
+])
+def test_errors_name_the_key_path(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert key in str(e.value)
+
+
+def test_plain_dpo_with_alpha_zero_is_fine():
+    cfg = load_config(None, ["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false"])
+    assert cfg.learner.loss == "dpo"
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    p = _yaml(tmp_path, "learner:\n  nope: 1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: learner.nope: unknown key"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(_yaml(tmp_path, "- a\n- b\n"))
