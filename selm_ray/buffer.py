@@ -1,0 +1,197 @@
+"""The replay buffer of preference pairs, as a plain class (the Ray actor is a thin shell over it).
+
+Lifecycle of a pair: added (durably logged first) -> waiting -> served | evicted | stale.
+- Durability: every added pair is appended to ``<dir>/pairs.jsonl`` and fsynced BEFORE ``add``
+  returns; every exit from the waiting set (served, evicted, dropped as stale) is appended to
+  ``<dir>/consumed.jsonl``. A new buffer on the same directory reloads exactly the waiting pairs.
+- Exactly once: a pair id seen before (this run, or in the reloaded logs) is ignored by ``add``,
+  so a retried judge call cannot duplicate a pair; a served pair is not served again unless
+  ``replay`` is on (then it goes to the back of the queue).
+- Staleness: a pair whose oldest generating policy version lags the learner's version by more
+  than ``max_policy_lag`` is never served; it is dropped and counted at sampling time.
+- Capacity: above it, ``fifo`` evicts the oldest waiting pair, ``oldest_version`` the pair with the
+  oldest policy version (ties: oldest added).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from selm_ray.records import PreferencePair
+
+PAIRS_FILE = "pairs.jsonl"
+CONSUMED_FILE = "consumed.jsonl"
+
+
+@dataclass
+class BufferStats:
+    size: int = 0
+    capacity: int = 0
+    added: int = 0
+    duplicates: int = 0
+    served: int = 0
+    evicted: int = 0
+    dropped_stale: int = 0
+    reloaded: int = 0
+    lag_histogram: dict[int, int] = field(default_factory=dict)  # lag -> pairs served at that lag
+    mean_chosen_score: float | None = None
+    mean_rejected_score: float | None = None
+    mean_margin: float | None = None
+    mean_chosen_tokens: float | None = None
+    mean_rejected_tokens: float | None = None
+    time: float = 0.0
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    """Rows of a JSONL log; a torn last line (crash mid-write) is ignored."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+class _Log:
+    """Append-only JSONL file; each append is flushed and fsynced before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh: IO[str] = path.open("a", encoding="utf-8")
+
+    def append(self, rows: Iterable[dict]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        if data:
+            self.fh.write(data)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class ReplayBuffer:
+    def __init__(self, directory: str | Path | None, capacity: int = 4096, max_policy_lag: int = 2,
+                 eviction: str = "fifo", replay: bool = False) -> None:
+        if capacity < 1 or max_policy_lag < 0 or eviction not in ("fifo", "oldest_version"):
+            raise ValueError(f"bad buffer settings: capacity={capacity}, max_policy_lag={max_policy_lag}, "
+                             f"eviction={eviction!r}")
+        self.capacity, self.max_policy_lag = capacity, max_policy_lag
+        self.eviction, self.replay = eviction, replay
+        self._waiting: OrderedDict[str, PreferencePair] = OrderedDict()
+        self._seen: set[str] = set()
+        self.stats_ = BufferStats(capacity=capacity)
+        self._served_pairs: list[PreferencePair] = []  # recent served, for score/length figures
+        self._pairs_log = self._consumed_log = None
+        if directory is not None:
+            d = Path(directory)
+            d.mkdir(parents=True, exist_ok=True)
+            self._reload(d)
+            self._pairs_log, self._consumed_log = _Log(d / PAIRS_FILE), _Log(d / CONSUMED_FILE)
+
+    # -- durability -----------------------------------------------------------------------------
+    def _reload(self, d: Path) -> None:
+        gone = {row["pair_id"] for row in _read_jsonl(d / CONSUMED_FILE) if not row.get("replay")}
+        for row in _read_jsonl(d / PAIRS_FILE):
+            pair = PreferencePair.from_row(row)
+            self._seen.add(pair.pair_id)
+            if pair.pair_id not in gone:
+                self._waiting[pair.pair_id] = pair
+        self.stats_.reloaded = len(self._waiting)
+
+    def _log_exit(self, pairs: list[PreferencePair], reason: str) -> None:
+        if self._consumed_log is not None:
+            self._consumed_log.append({"pair_id": p.pair_id, "reason": reason, "replay": self.replay and
+                                       reason == "served"} for p in pairs)
+
+    # -- operations -----------------------------------------------------------------------------
+    def add(self, pairs: Iterable[PreferencePair]) -> int:
+        """Store new pairs durably; returns how many were new (duplicates are ignored)."""
+        fresh: list[PreferencePair] = []
+        for p in pairs:
+            if p.pair_id in self._seen:
+                self.stats_.duplicates += 1
+                continue
+            self._seen.add(p.pair_id)
+            fresh.append(p)
+        if self._pairs_log is not None:
+            self._pairs_log.append(p.to_row() for p in fresh)  # durable before we acknowledge
+        for p in fresh:
+            self._waiting[p.pair_id] = p
+        self.stats_.added += len(fresh)
+        self._evict()
+        return len(fresh)
+
+    def _evict(self) -> None:
+        victims = []
+        while len(self._waiting) > self.capacity:
+            if self.eviction == "fifo":
+                _, victim = self._waiting.popitem(last=False)
+            else:
+                key = min(self._waiting, key=lambda k: _version_key(self._waiting[k]))
+                victim = self._waiting.pop(key)
+            victims.append(victim)
+        self.stats_.evicted += len(victims)
+        self._log_exit(victims, "evicted")
+
+    def sample(self, batch_size: int, learner_version: int, max_policy_lag: int | None = None) -> list[PreferencePair]:
+        """Up to ``batch_size`` fresh-enough pairs, oldest first; stale ones are dropped and counted."""
+        lag_bound = self.max_policy_lag if max_policy_lag is None else max_policy_lag
+        batch: list[PreferencePair] = []
+        stale: list[PreferencePair] = []
+        for key in list(self._waiting):
+            if len(batch) >= batch_size:
+                break
+            pair = self._waiting.pop(key)
+            lag = _lag(pair, learner_version)
+            if lag > lag_bound:
+                stale.append(pair)
+                continue
+            batch.append(pair)
+            self.stats_.lag_histogram[lag] = self.stats_.lag_histogram.get(lag, 0) + 1
+        if self.replay:
+            for p in batch:
+                self._waiting[p.pair_id] = p  # back of the queue
+        self.stats_.dropped_stale += len(stale)
+        self.stats_.served += len(batch)
+        self._log_exit(stale, "stale")
+        self._log_exit(batch, "served")
+        self._served_pairs = (self._served_pairs + batch)[-512:]
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def stats(self) -> BufferStats:
+        s = self.stats_
+        s.size, s.time = len(self._waiting), time.time()
+        recent = list(self._waiting.values())[-512:] + self._served_pairs
+        if recent:
+            n = len(recent)
+            s.mean_chosen_score = sum(p.chosen_score for p in recent) / n
+            s.mean_rejected_score = sum(p.rejected_score for p in recent) / n
+            s.mean_margin = sum(p.margin for p in recent) / n
+            s.mean_chosen_tokens = sum(p.chosen_tokens for p in recent) / n
+            s.mean_rejected_tokens = sum(p.rejected_tokens for p in recent) / n
+        return BufferStats(**{**s.__dict__, "lag_histogram": dict(s.lag_histogram)})
+
+    def close(self) -> None:
+        for log in (self._pairs_log, self._consumed_log):
+            if log is not None:
+                log.close()
+
+
+def _lag(pair: PreferencePair, learner_version: int) -> int:
+    v = pair.policy_version
+    return 0 if v is None else max(0, learner_version - v)
+
+
+def _version_key(pair: PreferencePair) -> int:
+    v = pair.policy_version
+    return -1 if v is None else v
