@@ -140,8 +140,15 @@ class ReplayBuffer:
         self.stats_.evicted += len(victims)
         self._log_exit(victims, "evicted")
 
-    def sample(self, batch_size: int, learner_version: int, max_policy_lag: int | None = None) -> list[PreferencePair]:
-        """Up to ``batch_size`` fresh-enough pairs, oldest first; stale ones are dropped and counted."""
+    def sample(self, batch_size: int, learner_version: int, max_policy_lag: int | None = None,
+               min_size: int = 1) -> list[PreferencePair]:
+        """Up to ``batch_size`` fresh-enough pairs, oldest first; stale ones are dropped and counted.
+
+        With fewer than ``min_size`` pairs waiting, returns [] and touches nothing (the learner
+        waits for a full batch while generation is still running).
+        """
+        if len(self._waiting) < min_size:
+            return []
         lag_bound = self.max_policy_lag if max_policy_lag is None else max_policy_lag
         batch: list[PreferencePair] = []
         stale: list[PreferencePair] = []

@@ -51,6 +51,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from selm_ray.runner import train
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, Path(args.run_dir) if args.run_dir else None)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("generators", "judges")}, indent=2))
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0 if summary.get("learner_error") is None else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selm-ray", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -66,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="validate a config and print it fully resolved")
     _add_config_args(c)
     c.set_defaults(func=_cmd_config)
+
+    t = sub.add_parser("train", help="run the online loop (generators, judges, buffer, learner) on Ray")
+    _add_config_args(t)
+    t.add_argument("--run-dir", help="run directory (default: <run.output_dir>/<name>-<time>)")
+    t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="one generate -> judge -> pair pass on the configured model")
     _add_config_args(d)

@@ -169,7 +169,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_generators >= 1, "num_generators", f"must be >= 1, got {self.num_generators}")
-        _check(self.num_judges >= 0, "num_judges", f"must be >= 0, got {self.num_judges}")
+        _check(self.num_judges >= 1, "num_judges", f"must be >= 1, got {self.num_judges}")
         for name in ("generator_cpus", "judge_cpus", "learner_cpus", "kv_cache_gib"):
             _check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         _check(self.threads_per_actor >= 1, "threads_per_actor", "must be >= 1")

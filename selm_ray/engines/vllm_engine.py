@@ -7,6 +7,7 @@ reserves most of the machine's RAM) and explicit thread binding; on GPU bfloat16
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -106,6 +107,42 @@ class VLLMEngine:
             step = o.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
             result.append({t: step[i].logprob for t, i in zip(SCORE_TOKENS, self._digit_ids) if i in step})
         return result
+
+
+    def update_weights(self, weights: dict[str, Any]) -> float:
+        """Load new weights in place (engine keeps running); returns seconds taken.
+
+        In-process engine (CPU default): tensors go straight in through ``reload_weights``.
+        Multiprocess engine (GPU default): tensors cannot cross its RPC, so they are written to a
+        node-local folder first and reloaded from there (the learner never writes a shared path).
+        """
+        import torch
+
+        t0 = time.time()
+        tensors = [(k, torch.as_tensor(v)) for k, v in weights.items()]
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors})
+        else:
+            self._reload_via_local_folder(dict(tensors))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        return time.time() - t0
+
+    def _reload_via_local_folder(self, tensors: dict[str, Any]) -> None:
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory(prefix="selm-weights-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "model.safetensors"))
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": d})
+
+    def weights_checksum(self) -> float:
+        """Sum of all parameters as the engine holds them (tests: did new weights arrive?)."""
+        return float(sum(self.llm.collective_rpc(_param_sum)))
+
+
+def _param_sum(worker: Any) -> float:
+    return float(sum(p.double().sum().item() for p in worker.get_model().parameters()))
 
 
 def _candidate(completion: Any, version: int | None) -> Candidate:

@@ -56,6 +56,13 @@ def test_exactly_once_and_duplicates():
     assert b.sample(2, 0) == []
 
 
+def test_min_size_waits_for_a_full_batch():
+    b = ReplayBuffer(None)
+    b.add([_pair(0), _pair(1)])
+    assert b.sample(4, 0, min_size=4) == [] and len(b) == 2
+    assert _ids(b.sample(4, 0, min_size=1)) == ["p0", "p1"]
+
+
 def test_replay_serves_again_from_the_back():
     b = ReplayBuffer(None, replay=True)
     b.add([_pair(0), _pair(1)])

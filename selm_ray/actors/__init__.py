@@ -1,0 +1,1 @@
+"""Plain classes that run as Ray actors; `launch.py` is the one place that applies ray.remote."""

@@ -1,0 +1,64 @@
+"""Generator: one vLLM engine turning prompt batches into Rollouts, tagged with a policy version."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from selm_ray.config import Config, config_from_dict
+from selm_ray.data import PromptRecord, render_prompt
+from selm_ray.records import Candidate, Rollout
+
+
+def build_engine(cfg: Config, model_path: str) -> Any:
+    from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
+
+    import torch
+
+    torch.set_num_threads(cfg.cluster.threads_per_actor)
+    return VLLMEngine(EngineOptions(model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
+                                    cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
+
+
+class Generator:
+    def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator") -> None:
+        self.cfg: Config = config_from_dict(config)
+        self.name = name
+        self.engine = build_engine(self.cfg, model_path)
+        self.version = 0
+        self.busy_seconds = 0.0
+        self.tokens = 0
+        self.calls = 0
+
+    def ready(self) -> int:
+        return self.version
+
+    def generate(self, records: Sequence[PromptRecord], seed: int | None = None) -> list[Rollout]:
+        t0 = time.time()
+        g = self.cfg.generation
+        prompts = [render_prompt(self.engine.tokenizer, r.messages) for r in records]
+        samples = self.engine.generate(prompts, g.num_candidates, g.temperature, g.top_p,
+                                       g.max_new_tokens, self.version, seed)
+        refs = (self.engine.greedy(prompts, g.max_new_tokens, self.version) if g.ref_response
+                else [None] * len(records))
+        out = []
+        for rec, text, cands, ref in zip(records, prompts, samples, refs):
+            extras = [Candidate(e, len(self.engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
+            out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref))
+            self.tokens += sum(c.num_tokens for c in cands) + (ref.num_tokens if ref else 0)
+        self.busy_seconds += time.time() - t0
+        self.calls += 1
+        return out
+
+    def update_weights(self, version: int, weights: dict[str, Any]) -> float:
+        if version <= self.version:
+            return 0.0  # already have it (e.g. a restarted actor was given the latest on start)
+        seconds = self.engine.update_weights(weights)
+        self.version = version
+        return seconds
+
+    def weights_checksum(self) -> float:
+        return self.engine.weights_checksum()
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
+                "tokens": self.tokens, "calls": self.calls}

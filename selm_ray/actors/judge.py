@@ -1,0 +1,56 @@
+"""Judge: scores rollouts with the policy itself (own vLLM engine) or with a reward model."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from selm_ray.actors.generator import build_engine
+from selm_ray.config import Config, config_from_dict
+from selm_ray.records import Judgement, Rollout
+
+
+class Judge:
+    def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
+                 name: str = "judge") -> None:
+        from selm_ray.engines.judges import RewardModelJudge, SelfJudge
+
+        self.cfg: Config = config_from_dict(config)
+        self.name = name
+        j = self.cfg.judge
+        self.engine = None
+        if j.kind == "reward_model":
+            import torch
+
+            torch.set_num_threads(self.cfg.cluster.threads_per_actor)
+            self.impl: Any = RewardModelJudge(reward_model_path or "")
+        else:
+            self.engine = build_engine(self.cfg, model_path)
+            self.impl = SelfJudge(self.engine, j.mode, j.num_samples, j.min_valid, j.temperature,
+                                  j.max_new_tokens, seed=self.cfg.run.seed)
+        self.version = 0
+        self.busy_seconds = 0.0
+        self.candidates = 0
+        self.failures = 0
+
+    def ready(self) -> int:
+        return self.version
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        t0 = time.time()
+        out = self.impl.judge(rollouts)
+        self.busy_seconds += time.time() - t0
+        self.candidates += sum(len(j.scores) for j in out)
+        self.failures += sum(j.num_failed for j in out)
+        return out
+
+    def update_weights(self, version: int, weights: dict[str, Any]) -> float:
+        """Self-judge following the policy takes every new version; a frozen judge ignores them."""
+        if self.engine is None or not self.cfg.judge.follow_policy or version <= self.version:
+            return 0.0
+        seconds = self.engine.update_weights(weights)
+        self.version = self.impl.version = version
+        return seconds
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
+                "candidates": self.candidates, "failures": self.failures}

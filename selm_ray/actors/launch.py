@@ -1,0 +1,61 @@
+"""The one place where plain classes become Ray actors, with their resources and environment."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from selm_ray.actors.buffer_actor import BufferActor
+from selm_ray.actors.channel import LearnerChannel
+from selm_ray.actors.generator import Generator
+from selm_ray.actors.judge import Judge
+from selm_ray.config import Config
+from selm_ray.engines.vllm_engine import cpu_engine_env
+
+MAX_RESTARTS = 3
+
+
+def engine_env(cfg: Config, gpus: float) -> dict[str, str]:
+    """Per-actor environment for a vLLM engine; must be in place before vllm is imported."""
+    threads = str(cfg.cluster.threads_per_actor)
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if gpus == 0:
+        env.update(cpu_engine_env(cfg.cluster.kv_cache_gib))
+        # In-process engine: new weights go in as tensors, no disk and no extra process.
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return env
+
+
+def _options(name: str, cpus: float, gpus: float = 0.0, env: dict[str, str] | None = None,
+             resources: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {"name": name, "num_cpus": cpus, "num_gpus": gpus,
+                            "max_restarts": MAX_RESTARTS, "max_task_retries": 0, **extra}
+    if env:
+        opts["runtime_env"] = {"env_vars": env}
+    if resources:
+        opts["resources"] = resources
+    return opts
+
+
+def launch_channel(run_id: str) -> Any:
+    return ray.remote(LearnerChannel).options(**_options(f"{run_id}-channel", 0)).remote()
+
+
+def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
+    b = cfg.buffer
+    return ray.remote(BufferActor).options(**_options(f"{run_id}-buffer", 0)).remote(
+        directory, b.capacity, b.max_policy_lag, b.eviction, b.replay)
+
+
+def launch_generator(cfg: Config, run_id: str, index: int, model_path: str) -> Any:
+    c = cfg.cluster
+    name = f"{run_id}-generator-{index}"
+    opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus))
+    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name)
+
+
+def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None) -> Any:
+    c = cfg.cluster
+    name = f"{run_id}-judge-{index}"
+    opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus))
+    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name)

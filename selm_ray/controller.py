@@ -1,0 +1,262 @@
+"""The online loop: prompts -> generator pool -> judge pool -> pairs -> buffer, learner alongside.
+
+The controller owns WHEN things happen (dispatch, back-pressure, weight pushes, iteration
+boundaries, shutdown); the actors own HOW. Work is dispatched to the actor with the fewest
+calls in flight (at most ``MAX_INFLIGHT`` each, so an engine always has its next batch queued).
+A call that fails because its actor died is re-sent, after the restarted actor got the current
+weights; pairs are only acknowledged once the buffer has written them to disk.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from selm_ray.actors import launch
+from selm_ray.config import Config, dump_config
+from selm_ray.data import PromptRecord, iteration_slices, load_prompts, shuffled
+from selm_ray.learner.trainer import build_trainer
+from selm_ray.models import resolve_model
+from selm_ray.pairs import build_pair
+from selm_ray.policies import least_loaded
+
+MAX_INFLIGHT = 2
+
+
+@dataclass
+class Pool:
+    kind: str
+    actors: list[Any]
+    inflight: list[int] = field(default_factory=list)
+    version: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.inflight = [0] * len(self.actors)
+        self.version = [0] * len(self.actors)
+
+
+@dataclass
+class Counters:
+    prompts_done: int = 0
+    candidates: int = 0
+    judge_failures: int = 0
+    pairs: int = 0
+    no_pair: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    chosen_scores: list[float] = field(default_factory=list)
+    rejected_scores: list[float] = field(default_factory=list)
+    weight_sync_seconds: list[float] = field(default_factory=list)
+
+
+class Controller:
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str) -> None:
+        self.cfg, self.run_dir, self.run_id = cfg, run_dir, run_id
+        self.counters = Counters()
+        self.t0 = time.time()
+        self.stop_event = threading.Event()
+        self.learner_result: list[Any] = []
+        self.learner_error: list[BaseException] = []
+        self._last_log = 0.0
+        self._metrics = None
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+        c = self.cfg.cluster
+        self.model_path = resolve_model(self.cfg.model.path)
+        rm = resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model" else None
+        self.channel = launch.launch_channel(self.run_id)
+        self.buffer = launch.launch_buffer(self.cfg, self.run_id, str(self.run_dir / "buffer"))
+        self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path)
+                                       for i in range(c.num_generators)])
+        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, self.model_path, rm)
+                                     for i in range(c.num_judges)])
+        self._log(f"started {c.num_generators} generator(s), {c.num_judges} judge(s); model {self.model_path}")
+        trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir)
+        self.learner_thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
+        self.learner_thread.start()
+        ray.get([a.ready.remote() for a in self.gens.actors + self.judges.actors])
+        self._log("engines ready")
+
+    def _fit(self, trainer: Any) -> None:
+        try:
+            self.learner_result.append(trainer.fit())
+        except BaseException as e:  # surfaced by the main loop
+            self.learner_error.append(e)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        records, report = load_prompts(self.cfg.data.source, self.cfg.data.split, self.cfg.data.on_bad_row,
+                                       self.cfg.data.extra_candidates, self.cfg.data.max_prompts)
+        s = self.cfg.schedule
+        slices = iteration_slices(shuffled(records, self.cfg.data.shuffle_seed), s.iterations,
+                                  s.prompts_per_iteration)
+        self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
+                  f"{s.iterations} x {s.prompts_per_iteration} prompts")
+        if s.mode == "iterative":
+            for t, chunk in enumerate(slices):
+                self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
+                self._stream(chunk, iteration=t)
+                if self.stop_event.is_set():
+                    break
+                self.channel.end_generation.remote(t)
+                self._wait_for_version(t + 1)
+                self._push_weights()
+        else:
+            self._stream([r for chunk in slices for r in chunk], iteration=0)
+        ray.get(self.channel.request_stop.remote())
+        self._wait_learner()
+        return self._summary()
+
+    def _batches(self, records: list[PromptRecord]) -> deque:
+        n = max(1, self.cfg.learner.batch_size)
+        return deque(records[i:i + n] for i in range(0, len(records), n))
+
+    def _stream(self, records: list[PromptRecord], iteration: int) -> None:
+        todo, inflight = self._batches(records), {}
+        while (todo or inflight) and not self.stop_event.is_set():
+            self._check_learner()
+            while todo and min(self.gens.inflight) < MAX_INFLIGHT:
+                self._submit(self.gens, "generate", todo.popleft(), inflight)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                self._collect(ref, inflight.pop(ref), inflight)
+            if self.cfg.schedule.mode == "async":
+                self._push_weights()
+            self._progress(iteration)
+
+    def _submit(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
+        i = least_loaded(pool.inflight)
+        pool.inflight[i] += 1
+        ref = getattr(pool.actors[i], method).remote(payload)
+        inflight[ref] = (pool, i, method, payload)
+
+    def _collect(self, ref: Any, entry: tuple, inflight: dict) -> None:
+        pool, i, method, payload = entry
+        pool.inflight[i] -= 1
+        try:
+            result = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+            self.counters.retries += 1
+            self._log(f"{pool.kind} {i} failed ({type(e).__name__}); re-sending its work")
+            pool.version[i] = 0  # a restarted engine starts from the base weights
+            self._sync_actor(pool, i)
+            self._submit(pool, method, payload, inflight)
+            return
+        if method == "generate":
+            self._submit(self.judges, "judge", result, inflight)
+        else:
+            self._add_pairs(payload, result)
+
+    def _add_pairs(self, rollouts: list, judgements: list) -> None:
+        c, pairs = self.counters, []
+        for r, j in zip(rollouts, judgements):
+            c.candidates += len(j.scores)
+            c.judge_failures += j.num_failed
+            outcome = build_pair(r, j, self.cfg.judge.min_margin)
+            if outcome.pair is None:
+                c.no_pair[outcome.reason] = c.no_pair.get(outcome.reason, 0) + 1
+            else:
+                pairs.append(outcome.pair)
+                c.chosen_scores.append(outcome.pair.chosen_score)
+                c.rejected_scores.append(outcome.pair.rejected_score)
+        c.pairs += ray.get(self.buffer.add.remote(pairs))  # returns once the pairs are on disk
+        c.prompts_done += len(rollouts)
+
+    # -- weights ----------------------------------------------------------------------------------
+    def _wait_for_version(self, version: int) -> None:
+        while not self.stop_event.is_set():
+            self._check_learner()
+            if ray.get(self.channel.state.remote())["version"] >= version:
+                return
+            self._progress(version - 1)
+            time.sleep(0.2)
+
+    def _push_weights(self) -> None:
+        """Send the newest published version to every engine that lacks it (object store, no disk)."""
+        version, box = ray.get(self.channel.latest_weights.remote())
+        if box is None:
+            return
+        refs = []
+        for pool in (self.gens, self.judges):
+            for i, actor in enumerate(pool.actors):
+                if pool.version[i] < version:
+                    refs.append(actor.update_weights.remote(version, box[0]))
+                    pool.version[i] = version
+        if refs and self.cfg.schedule.mode == "iterative":
+            # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
+            self.counters.weight_sync_seconds += ray.get(refs)
+            self._log(f"weights v{version} loaded by {len(refs)} engine(s)")
+
+    def _sync_actor(self, pool: Pool, i: int) -> None:
+        version, box = ray.get(self.channel.latest_weights.remote())
+        if box is not None:
+            pool.actors[i].update_weights.remote(version, box[0])
+            pool.version[i] = version
+
+    # -- learner, progress, shutdown --------------------------------------------------------------
+    def _check_learner(self) -> None:
+        if self.learner_error:
+            raise RuntimeError(f"learner failed: {self.learner_error[0]}") from self.learner_error[0]
+        for m in ray.get(self.channel.drain_metrics.remote()):
+            self._metrics.write(json.dumps(m) + "\n")
+            self._last_metrics = m
+        self._metrics.flush()
+
+    def _progress(self, iteration: int, force: bool = False) -> None:
+        if not force and time.time() - self._last_log < 5:
+            return
+        self._last_log = time.time()
+        c, m = self.counters, getattr(self, "_last_metrics", {})
+        loss = f"{m['loss']:.4f}" if "loss" in m else "-"
+        self._log(f"iter {iteration + 1} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
+                  f"{c.judge_failures}/{c.candidates} | learner step {m.get('step', 0)} v{m.get('version', 0)} "
+                  f"loss {loss}")
+
+    def _wait_learner(self) -> None:
+        while self.learner_thread.is_alive():
+            self._check_learner()
+            self._progress(self.cfg.schedule.iterations - 1)
+            self.learner_thread.join(timeout=0.5)
+        self._check_learner()
+
+    def request_stop(self, *_: Any) -> None:
+        self._log("stop requested: finishing in-flight work, draining the buffer, checkpointing")
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+
+    def _summary(self) -> dict[str, Any]:
+        c = self.counters
+        state = ray.get(self.channel.state.remote())
+        stats = ray.get(self.buffer.stats.remote())
+        gen_stats = ray.get([a.stats.remote() for a in self.gens.actors])
+        judge_stats = ray.get([a.stats.remote() for a in self.judges.actors])
+        mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
+        return {
+            "run_dir": str(self.run_dir), "seconds": round(time.time() - self.t0, 1),
+            "prompts": c.prompts_done, "candidates": c.candidates, "pairs": c.pairs, "no_pair": c.no_pair,
+            "judge_failure_rate": round(c.judge_failures / max(1, c.candidates), 3),
+            "mean_chosen_score": mean(c.chosen_scores), "mean_rejected_score": mean(c.rejected_scores),
+            "learner_steps": state["step"], "policy_version": state["version"],
+            "checkpoint": state["checkpoint"], "learner_error": state["error"], "retries": c.retries,
+            "buffer": {"served": stats.served, "dropped_stale": stats.dropped_stale, "left": stats.size,
+                       "duplicates": stats.duplicates, "lag_histogram": stats.lag_histogram},
+            "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
+            "generators": gen_stats, "judges": judge_stats,
+            "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
+        }

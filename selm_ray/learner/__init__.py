@@ -1,0 +1,1 @@
+"""The learner: pair batching, the Ray Train loop (DeepSpeed ZeRO or DDP), weight publishing."""

@@ -1,0 +1,142 @@
+"""Model loading and the training engine (DeepSpeed ZeRO or plain torch DDP) for one learner rank."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from selm_ray.config import LearnerConfig
+
+
+@dataclass
+class Models:
+    tokenizer: Any
+    policy: Any  # the trainable module (a PeftModel when LoRA is on)
+    reference: Any | None  # frozen copy; None with LoRA (adapters disabled = reference)
+
+
+def load_models(path: str, cfg: LearnerConfig) -> Models:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    policy.config.use_cache = False
+    if cfg.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules="all-linear",
+                          task_type="CAUSAL_LM")
+        return Models(tok, get_peft_model(policy, lora), None)
+    return Models(tok, policy, _frozen_copy(policy))
+
+
+def _frozen_copy(model: Any) -> Any:
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def refresh_reference(models: Models) -> None:
+    """Reference := current policy (iteration boundary / ref_update_every). No-op with LoRA,
+    where the reference is the base model and stays the iteration's starting point by design."""
+    if models.reference is not None:
+        src = _unwrap(models.policy).state_dict()
+        models.reference.load_state_dict(src)
+
+
+def _unwrap(module: Any) -> Any:
+    return getattr(module, "module", module)
+
+
+def lr_at(step_in_phase: int, phase_steps: int, cfg: LearnerConfig) -> float:
+    """Linear warmup then cosine to 0 over one phase (an iteration, or the whole async run)."""
+    phase_steps = max(1, phase_steps)
+    warmup = int(cfg.warmup_ratio * phase_steps)
+    if step_in_phase < warmup:
+        return cfg.lr * (step_in_phase + 1) / (warmup + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step_in_phase - warmup) / max(1, phase_steps - warmup))
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TrainEngine:
+    """One interface over DeepSpeed and DDP: forward, backward+step, set_lr, full state dict."""
+
+    def __init__(self, models: Models, cfg: LearnerConfig, world_size: int) -> None:
+        self.cfg, self.models = cfg, models
+        params = [p for p in models.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.engine == "deepspeed":
+            import deepspeed
+
+            ds_config = {
+                "train_micro_batch_size_per_gpu": cfg.batch_size,
+                "gradient_accumulation_steps": 1,
+                "gradient_clipping": cfg.grad_clip,
+                "zero_optimization": {"stage": cfg.zero_stage},
+                # torch's AdamW: on CPU DeepSpeed's own optimizers need a JIT C++ build first.
+                "zero_allow_untested_optimizer": True,
+                "bf16": {"enabled": torch.cuda.is_available()},
+            }
+            self.module, self.ds_optimizer, _, _ = deepspeed.initialize(
+                model=models.policy, optimizer=self.optimizer, config=ds_config)
+        else:
+            self.module = models.policy
+            if world_size > 1:
+                self.module = torch.nn.parallel.DistributedDataParallel(models.policy)
+
+    def forward_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            if self.models.reference is not None:
+                return self.models.reference(input_ids=batch["input_ids"],
+                                             attention_mask=batch["attention_mask"]).logits
+            with _unwrap(self.module).disable_adapter():  # LoRA: base model = reference
+                return self.forward_logits(batch)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def backward_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, step; returns the gradient norm before clipping (nan if unknown)."""
+        if self.cfg.engine == "deepspeed":
+            self.module.backward(loss)
+            self.module.step()
+            norm = self.module.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return float(norm)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full (merged, gathered) HF-named weights. Collective under ZeRO-3: call on every rank."""
+        if self.cfg.engine == "deepspeed" and self.cfg.zero_stage == 3:
+            sd = self.module._zero3_consolidated_16bit_state_dict()
+        else:
+            sd = _unwrap(self.module).state_dict()
+        if self.cfg.lora_rank > 0:
+            sd = merged_lora_state_dict(_unwrap(self.module))
+        return {k: v.detach().to("cpu") for k, v in (sd or {}).items()}
+
+
+def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
+    """Base weights with the LoRA deltas folded in, under the base model's own key names."""
+    peft_model.merge_adapter()
+    try:
+        sd = peft_model.get_base_model().state_dict()
+        return {k.replace(".base_layer.", "."): v.clone() for k, v in sd.items() if "lora_" not in k}
+    finally:
+        peft_model.unmerge_adapter()

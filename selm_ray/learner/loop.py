@@ -1,0 +1,187 @@
+"""The Ray Train worker loop: pull pairs from the buffer, take preference-loss steps, publish weights.
+
+Rank 0 makes every decision (sample a batch, end an iteration, publish, stop) and broadcasts it,
+so all ranks take the same steps; each rank trains on its own slice of rank 0's batch.
+Schedules:
+- iterative: the policy trains on iteration t's pairs while they arrive; when the controller
+  says all of t's pairs are in the buffer and the buffer is drained, the new weights are
+  published as version t + 1 and the reference becomes the policy (pi_ref of t + 1 = pi_{t+1}'s start).
+- async: publish every ``sync_every`` steps, refresh the reference every ``ref_update_every``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selm_ray.config import Config, config_from_dict
+from selm_ray.learner.batching import collate, split_logps
+from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
+from selm_ray.losses import compute_loss, get_loss, sequence_logps
+
+
+@dataclass
+class LearnerState:
+    step: int = 0
+    version: int = 0
+    iteration: int = 0
+    phase_step: int = 0
+
+
+@dataclass
+class Decision:
+    kind: str  # "train" | "end_iteration" | "wait" | "stop"
+    pairs: list | None = None
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int) -> Decision:
+    """Rank 0 only: what every rank does next."""
+    import ray
+
+    poll = ray.get(channel.poll.remote())
+    want = cfg.learner.batch_size * world
+    iterative = cfg.schedule.mode == "iterative"
+    draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
+    pairs = ray.get(buffer.sample.remote(want, st.version, None, 1 if draining else want))
+    if pairs:
+        return Decision("train", pairs)
+    if iterative and draining and not poll["stop"]:
+        return Decision("end_iteration")
+    if poll["stop"]:
+        return Decision("stop")
+    return Decision("wait")
+
+
+def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: LearnerState,
+                phase_steps: int) -> dict[str, float]:
+    spec = get_loss(cfg.learner.loss)
+    batch = collate(tok, pairs, cfg.learner.max_length, spec.needs_ref_response)
+    n = len(pairs)
+    policy_lp = sequence_logps(engine.forward_logits(batch), batch["input_ids"], batch["loss_mask"])
+    ref_lp = sequence_logps(engine.reference_logits(batch), batch["input_ids"], batch["loss_mask"])
+    logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
+    loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
+    lr = lr_at(st.phase_step, phase_steps, cfg.learner)
+    engine.set_lr(lr)
+    metrics["grad_norm"] = engine.backward_step(loss)
+    metrics.update(lr=lr, pairs=n, chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
+                   rejected_tokens=sum(p.rejected_tokens for p in pairs) / n)
+    return metrics
+
+
+def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int) -> None:
+    """New policy version -> object store -> channel (controller forwards it to the engines)."""
+    import ray
+
+    t0 = time.time()
+    sd = engine.full_state_dict()  # collective under ZeRO-3
+    st.version += 1
+    if rank == 0:
+        # numpy arrays are read zero-copy from the object store on the receiving side
+        ref = ray.put({k: v.numpy() for k, v in sd.items()})
+        ray.get(channel.publish.remote(st.version, [ref], time.time() - t0))
+
+
+def _save_checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
+                     rank: int) -> str:
+    out = run_dir / "checkpoints" / f"step-{st.step:06d}"
+    sd = engine.full_state_dict()
+    if rank == 0:
+        from transformers import AutoModelForCausalLM  # noqa: F401  (ensures HF config class import)
+
+        base = engine.models.policy
+        base = base.get_base_model() if cfg.learner.lora_rank > 0 else base
+        out.mkdir(parents=True, exist_ok=True)
+        base.save_pretrained(out, state_dict=sd, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / "learner_state.json").write_text(json.dumps(st.__dict__))
+    return str(out)
+
+
+def _phase_steps(cfg: Config, world: int) -> int:
+    per = cfg.learner.batch_size * world
+    prompts = cfg.schedule.prompts_per_iteration
+    if cfg.schedule.mode == "async":
+        prompts *= cfg.schedule.iterations
+    return math.ceil(prompts / per)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    for k, v in loop_config.get("env", {}).items():
+        os.environ.setdefault(k, v)  # before deepspeed is imported (it reads DS_ACCELERATOR once)
+    cfg = config_from_dict(loop_config["config"])
+    buffer, channel = loop_config["buffer"], loop_config["channel"]
+    run_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.cluster.threads_per_actor)
+    torch.manual_seed(cfg.run.seed)
+    models = load_models(loop_config["model_path"], cfg.learner)
+    engine = TrainEngine(models, cfg.learner, world)
+    st, phase_steps = LearnerState(), _phase_steps(cfg, world)
+    try:
+        _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps)
+        ckpt = _save_checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank)
+        if rank == 0:
+            import ray as _ray
+
+            _ray.get(channel.finish.remote(ckpt))
+    except Exception as e:
+        if rank == 0:
+            import ray as _ray
+
+            _ray.get(channel.finish.remote(None, f"{type(e).__name__}: {e}"))
+        raise
+
+
+def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: Any, channel: Any,
+         rank: int, world: int, phase_steps: int) -> None:
+    import ray
+
+    sched = cfg.schedule
+    while True:
+        d = _broadcast(_decide(cfg, st, buffer, channel, world) if rank == 0 else None, world)
+        if d.kind == "stop":
+            return
+        if d.kind == "wait":
+            time.sleep(0.1)
+            continue
+        if d.kind == "end_iteration":
+            _publish(engine, st, channel, rank)
+            refresh_reference(engine.models)
+            st.iteration, st.phase_step = st.iteration + 1, 0
+            if rank == 0:
+                ray.get(channel.report.remote({"event": "iteration_end", "step": st.step,
+                                               "iteration": st.iteration, "version": st.version}))
+            if st.iteration >= sched.iterations:
+                return
+            continue
+        per_rank = math.ceil(len(d.pairs) / world)
+        mine = d.pairs[rank * per_rank:(rank + 1) * per_rank] or d.pairs[-1:]
+        metrics = _train_step(cfg, engine, tok, mine, st, phase_steps)
+        st.step, st.phase_step = st.step + 1, st.phase_step + 1
+        if sched.mode == "async":
+            if st.step % sched.sync_every == 0:
+                _publish(engine, st, channel, rank)
+            if sched.ref_update_every and st.step % sched.ref_update_every == 0:
+                refresh_reference(engine.models)
+        if rank == 0:
+            metrics.update(step=st.step, iteration=st.iteration, version=st.version,
+                           policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))
+            ray.get(channel.report.remote(metrics))

@@ -1,0 +1,36 @@
+"""Build the Ray Train TorchTrainer (Train V2 API) that runs the learner loop."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selm_ray.config import Config
+
+
+def learner_env(cfg: Config) -> dict[str, str]:
+    threads = str(cfg.cluster.threads_per_actor)
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if cfg.cluster.learner_gpus == 0:
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed on CPU: gloo collectives, no CUDA probing
+    return env
+
+
+def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path) -> Any:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from selm_ray.learner.loop import train_loop_per_worker
+
+    use_gpu = cfg.cluster.learner_gpus > 0
+    resources = {"CPU": cfg.cluster.learner_cpus}
+    if use_gpu:
+        resources["GPU"] = cfg.cluster.learner_gpus
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "model_path": model_path, "buffer": buffer,
+                           "channel": channel, "run_dir": str(run_dir), "env": learner_env(cfg)},
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(storage_path=str((run_dir / "ray_train").resolve()), name="learner"),
+    )

@@ -1,0 +1,11 @@
+"""Pure decision functions the controller consults (no Ray): unit-tested on their own."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def least_loaded(inflight: Sequence[int]) -> int:
+    """Index of the actor with the fewest calls in flight; the lowest index among equals."""
+    if not inflight:
+        raise ValueError("empty pool: no actor to send work to")
+    return min(range(len(inflight)), key=lambda i: (inflight[i], i))

@@ -1,0 +1,45 @@
+"""`selm-ray train`: start (or join) Ray, run the controller, write the summary."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from selm_ray.config import Config
+
+
+def _init_ray(cfg: Config) -> None:
+    import ray
+
+    c = cfg.cluster
+    if c.address:
+        ray.init(address=c.address)  # an existing cluster: never start a private one
+        return
+    # Ray schedules by logical CPUs: give every actor its declared share even on a 2-core box;
+    # real thread counts are set per actor (threads_per_actor).
+    need = c.num_generators * c.generator_cpus + c.num_judges * c.judge_cpus
+    need += cfg.learner.num_workers * c.learner_cpus + 1
+    ray.init(num_cpus=max(int(need + 0.999), os.cpu_count() or 1), include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def train(cfg: Config, run_dir: Path | None = None) -> dict[str, Any]:
+    import ray
+
+    from selm_ray.controller import Controller
+
+    run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
+    _init_ray(cfg)
+    try:
+        ctl = Controller(cfg, run_dir, run_id)
+        ctl.install_signal_handlers()
+        ctl.start()
+        summary = ctl.run()
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+    finally:
+        ray.shutdown()
