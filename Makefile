@@ -1,5 +1,5 @@
 # Two set-up commands on a fresh machine (see README):
-#   make demo   create/reuse .venv, install the CPU stack, prepare SmolLM2, run the main job
+#   make demo   create/reuse .venv, install the CPU stack, run the default job (SmolLM2, SELM, local Ray)
 #   make test   create/reuse .venv, install the CPU stack + test tools, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/selm-ray demo
+	$(VENV)/bin/selm-ray train jobs/configs/smollm2-cpu.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -138,7 +138,9 @@ class LearnerConfig:
 
 @dataclass
 class ScheduleConfig:
-    mode: Literal["iterative", "async"] = "iterative"
+    # iterative: the papers' T iterations, stages overlapped; async: continuous online training;
+    # sequential: iterative without overlap (generate all, judge all, then train): a baseline.
+    mode: Literal["iterative", "async", "sequential"] = "iterative"
     iterations: int = 2
     prompts_per_iteration: int = 32
     sync_every: int = 1  # learner steps between weight publications (async mode)
@@ -163,7 +165,8 @@ class ClusterConfig:
     generator_gpus: float = 0.0
     judge_gpus: float = 0.0
     learner_gpus: float = 0.0
-    threads_per_actor: int = 1  # real torch/OMP threads each actor may use
+    threads_per_actor: int = 1  # real torch/OMP threads each generator/judge may use
+    learner_threads: int = 1  # torch threads per learner worker (often the busiest stage)
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE per engine
     tensor_parallel_size: int = 1
 
@@ -173,6 +176,7 @@ class ClusterConfig:
         for name in ("generator_cpus", "judge_cpus", "learner_cpus", "kv_cache_gib"):
             _check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         _check(self.threads_per_actor >= 1, "threads_per_actor", "must be >= 1")
+        _check(self.learner_threads >= 1, "learner_threads", "must be >= 1")
 
 
 @dataclass

@@ -65,6 +65,9 @@ class Controller:
         self.learner_error: list[BaseException] = []
         self._last_log = 0.0
         self._metrics = None
+        self._held: list | None = None
+        self.learn_seconds = 0.0
+        self.loop_t0 = time.time()
 
     # -- start-up ---------------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
@@ -79,9 +82,11 @@ class Controller:
         rm = resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model" else None
         self.channel = launch.launch_channel(self.run_id)
         self.buffer = launch.launch_buffer(self.cfg, self.run_id, str(self.run_dir / "buffer"))
-        self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path)
+        self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path,
+                                                               self.channel)
                                        for i in range(c.num_generators)])
-        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, self.model_path, rm)
+        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, self.model_path, rm,
+                                                             self.channel)
                                      for i in range(c.num_judges)])
         self._log(f"started {c.num_generators} generator(s), {c.num_judges} judge(s); model {self.model_path}")
         trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir)
@@ -105,7 +110,8 @@ class Controller:
                                   s.prompts_per_iteration)
         self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                   f"{s.iterations} x {s.prompts_per_iteration} prompts")
-        if s.mode == "iterative":
+        self.loop_t0 = time.time()
+        if s.mode != "async":
             for t, chunk in enumerate(slices):
                 self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
@@ -125,7 +131,17 @@ class Controller:
         return deque(records[i:i + n] for i in range(0, len(records), n))
 
     def _stream(self, records: list[PromptRecord], iteration: int) -> None:
-        todo, inflight = self._batches(records), {}
+        """Generate and judge ``records``; sequential mode judges only after all generation."""
+        sequential = self.cfg.schedule.mode == "sequential"
+        self._held: list | None = [] if sequential else None
+        self._pump(self._batches(records), {}, iteration)
+        if sequential:
+            held, self._held, inflight = self._held, None, {}
+            for rollouts in held:
+                self._submit(self.judges, "judge", rollouts, inflight)
+            self._pump(deque(), inflight, iteration)
+
+    def _pump(self, todo: deque, inflight: dict, iteration: int) -> None:
         while (todo or inflight) and not self.stop_event.is_set():
             self._check_learner()
             while todo and min(self.gens.inflight) < MAX_INFLIGHT:
@@ -151,11 +167,12 @@ class Controller:
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
             self.counters.retries += 1
             self._log(f"{pool.kind} {i} failed ({type(e).__name__}); re-sending its work")
-            pool.version[i] = 0  # a restarted engine starts from the base weights
-            self._sync_actor(pool, i)
+            # the restarted actor loads the newest weights itself (catch_up) before taking work
             self._submit(pool, method, payload, inflight)
             return
-        if method == "generate":
+        if method == "generate" and self._held is not None:
+            self._held.append(result)
+        elif method == "generate":
             self._submit(self.judges, "judge", result, inflight)
         else:
             self._add_pairs(payload, result)
@@ -172,7 +189,8 @@ class Controller:
                 pairs.append(outcome.pair)
                 c.chosen_scores.append(outcome.pair.chosen_score)
                 c.rejected_scores.append(outcome.pair.rejected_score)
-        c.pairs += ray.get(self.buffer.add.remote(pairs))  # returns once the pairs are on disk
+        # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
+        c.pairs += launch.call_with_retry(self.buffer.add, pairs)
         c.prompts_done += len(rollouts)
 
     # -- weights ----------------------------------------------------------------------------------
@@ -200,18 +218,13 @@ class Controller:
             self.counters.weight_sync_seconds += ray.get(refs)
             self._log(f"weights v{version} loaded by {len(refs)} engine(s)")
 
-    def _sync_actor(self, pool: Pool, i: int) -> None:
-        version, box = ray.get(self.channel.latest_weights.remote())
-        if box is not None:
-            pool.actors[i].update_weights.remote(version, box[0])
-            pool.version[i] = version
-
     # -- learner, progress, shutdown --------------------------------------------------------------
     def _check_learner(self) -> None:
         if self.learner_error:
             raise RuntimeError(f"learner failed: {self.learner_error[0]}") from self.learner_error[0]
         for m in ray.get(self.channel.drain_metrics.remote()):
             self._metrics.write(json.dumps(m) + "\n")
+            self.learn_seconds += m.get("step_seconds", 0.0)
             self._last_metrics = m
         self._metrics.flush()
 
@@ -247,6 +260,10 @@ class Controller:
         gen_stats = ray.get([a.stats.remote() for a in self.gens.actors])
         judge_stats = ray.get([a.stats.remote() for a in self.judges.actors])
         mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
+        loop_s = time.time() - self.loop_t0
+        busy = {"generate": sum(g["busy_seconds"] for g in gen_stats),
+                "judge": sum(j["busy_seconds"] for j in judge_stats),
+                "learn": self.learn_seconds}
         return {
             "run_dir": str(self.run_dir), "seconds": round(time.time() - self.t0, 1),
             "prompts": c.prompts_done, "candidates": c.candidates, "pairs": c.pairs, "no_pair": c.no_pair,
@@ -259,4 +276,9 @@ class Controller:
             "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
             "generators": gen_stats, "judges": judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
+            "loop_seconds": round(loop_s, 1),
+            "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
+            "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),
+            "pairs_per_second": round(c.pairs / max(1e-9, loop_s), 3),
+            "generator_tokens_per_second": round(sum(g["tokens"] for g in gen_stats) / max(1e-9, busy["generate"]), 1),
         }

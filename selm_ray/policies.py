@@ -9,3 +9,8 @@ def least_loaded(inflight: Sequence[int]) -> int:
     if not inflight:
         raise ValueError("empty pool: no actor to send work to")
     return min(range(len(inflight)), key=lambda i: (inflight[i], i))
+
+
+def retry_delays(attempts: int = 20, first: float = 0.5, cap: float = 5.0) -> list[float]:
+    """Back-off between re-tries of a call to a restarting actor (~1 min in all by default)."""
+    return [min(cap, first * 2 ** i) for i in range(attempts)]

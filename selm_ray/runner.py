@@ -26,7 +26,9 @@ def _init_ray(cfg: Config) -> None:
              dashboard_host="127.0.0.1", log_to_driver=True)
 
 
-def train(cfg: Config, run_dir: Path | None = None) -> dict[str, Any]:
+def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None) -> dict[str, Any]:
+    """Run the whole online loop; ``controller_hook(controller)`` runs once the actors are up
+    (tests use it to inject faults)."""
     import ray
 
     from selm_ray.controller import Controller
@@ -38,6 +40,8 @@ def train(cfg: Config, run_dir: Path | None = None) -> dict[str, Any]:
         ctl = Controller(cfg, run_dir, run_id)
         ctl.install_signal_handlers()
         ctl.start()
+        if controller_hook is not None:
+            controller_hook(ctl)
         summary = ctl.run()
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

@@ -19,8 +19,20 @@ def build_engine(cfg: Config, model_path: str) -> Any:
                                     cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
 
 
+def catch_up(actor: Any, channel: Any) -> None:
+    """Load the newest published weights, if any: a restarted actor must not silently serve v0."""
+    if channel is None:
+        return
+    import ray
+
+    version, box = ray.get(channel.latest_weights.remote())
+    if box is not None:
+        actor.update_weights(version, ray.get(box[0]))
+
+
 class Generator:
-    def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator") -> None:
+    def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator",
+                 channel: Any = None) -> None:
         self.cfg: Config = config_from_dict(config)
         self.name = name
         self.engine = build_engine(self.cfg, model_path)
@@ -28,6 +40,7 @@ class Generator:
         self.busy_seconds = 0.0
         self.tokens = 0
         self.calls = 0
+        catch_up(self, channel)
 
     def ready(self) -> int:
         return self.version
@@ -61,4 +74,4 @@ class Generator:
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
-                "tokens": self.tokens, "calls": self.calls}
+                "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum()}

@@ -4,14 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from selm_ray.actors.generator import build_engine
+from selm_ray.actors.generator import build_engine, catch_up
 from selm_ray.config import Config, config_from_dict
 from selm_ray.records import Judgement, Rollout
 
 
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
-                 name: str = "judge") -> None:
+                 name: str = "judge", channel: Any = None) -> None:
         from selm_ray.engines.judges import RewardModelJudge, SelfJudge
 
         self.cfg: Config = config_from_dict(config)
@@ -31,6 +31,7 @@ class Judge:
         self.busy_seconds = 0.0
         self.candidates = 0
         self.failures = 0
+        catch_up(self, channel)
 
     def ready(self) -> int:
         return self.version

@@ -47,15 +47,35 @@ def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
         directory, b.capacity, b.max_policy_lag, b.eviction, b.replay)
 
 
-def launch_generator(cfg: Config, run_id: str, index: int, model_path: str) -> Any:
+def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, channel: Any) -> Any:
     c = cfg.cluster
     name = f"{run_id}-generator-{index}"
     opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus))
-    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name)
+    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel)
 
 
-def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None) -> Any:
+def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None,
+                 channel: Any) -> Any:
     c = cfg.cluster
     name = f"{run_id}-judge-{index}"
     opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus))
-    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name)
+    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel)
+
+
+def call_with_retry(method: Any, *args: Any) -> Any:
+    """ray.get(actor.method.remote(*args)), re-sent while the actor restarts.
+
+    Only for idempotent calls (buffer.add ignores pair ids it has seen, so a re-sent add cannot
+    duplicate a pair).
+    """
+    import time
+
+    from selm_ray.policies import retry_delays
+
+    for delay in retry_delays() + [None]:
+        try:
+            return ray.get(method.remote(*args))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            if delay is None:
+                raise
+            time.sleep(delay)

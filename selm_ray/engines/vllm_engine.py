@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -119,7 +120,10 @@ class VLLMEngine:
         import torch
 
         t0 = time.time()
-        tensors = [(k, torch.as_tensor(v)) for k, v in weights.items()]
+        with warnings.catch_warnings():
+            # object-store arrays are read-only views; vLLM copies them into its own parameters
+            warnings.simplefilter("ignore", UserWarning)
+            tensors = [(k, torch.as_tensor(v)) for k, v in weights.items()]
         if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors})
         else:

@@ -52,11 +52,15 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
     """Rank 0 only: what every rank does next."""
     import ray
 
+    from selm_ray.actors.launch import call_with_retry
+
     poll = ray.get(channel.poll.remote())
     want = cfg.learner.batch_size * world
-    iterative = cfg.schedule.mode == "iterative"
+    iterative = cfg.schedule.mode in ("iterative", "sequential")
     draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
-    pairs = ray.get(buffer.sample.remote(want, st.version, None, 1 if draining else want))
+    if cfg.schedule.mode == "sequential" and not draining:
+        return Decision("wait")  # strictly after generation and judging (benchmark baseline)
+    pairs = call_with_retry(buffer.sample, want, st.version, None, 1 if draining else want)
     if pairs:
         return Decision("train", pairs)
     if iterative and draining and not poll["stop"]:
@@ -130,7 +134,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_dir = Path(loop_config["run_dir"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.cluster.threads_per_actor)
+    torch.set_num_threads(cfg.cluster.learner_threads)
     torch.manual_seed(cfg.run.seed)
     models = load_models(loop_config["model_path"], cfg.learner)
     engine = TrainEngine(models, cfg.learner, world)
@@ -174,7 +178,9 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             continue
         per_rank = math.ceil(len(d.pairs) / world)
         mine = d.pairs[rank * per_rank:(rank + 1) * per_rank] or d.pairs[-1:]
+        t_step = time.time()
         metrics = _train_step(cfg, engine, tok, mine, st, phase_steps)
+        metrics["step_seconds"] = time.time() - t_step
         st.step, st.phase_step = st.step + 1, st.phase_step + 1
         if sched.mode == "async":
             if st.step % sched.sync_every == 0:

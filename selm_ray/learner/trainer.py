@@ -8,7 +8,7 @@ from selm_ray.config import Config
 
 
 def learner_env(cfg: Config) -> dict[str, str]:
-    threads = str(cfg.cluster.threads_per_actor)
+    threads = str(cfg.cluster.learner_threads)
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if cfg.cluster.learner_gpus == 0:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed on CPU: gloo collectives, no CUDA probing
