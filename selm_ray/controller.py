@@ -207,16 +207,24 @@ class Controller:
         version, box = ray.get(self.channel.latest_weights.remote())
         if box is None:
             return
-        refs = []
+        sent = []
         for pool in (self.gens, self.judges):
             for i, actor in enumerate(pool.actors):
                 if pool.version[i] < version:
-                    refs.append(actor.update_weights.remote(version, box[0]))
+                    sent.append((actor, actor.update_weights.remote(version, box[0])))
                     pool.version[i] = version
-        if refs and self.cfg.schedule.mode == "iterative":
+        if sent and self.cfg.schedule.mode != "async":
             # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
-            self.counters.weight_sync_seconds += ray.get(refs)
-            self._log(f"weights v{version} loaded by {len(refs)} engine(s)")
+            self.counters.weight_sync_seconds += [self._await_update(a, r, version, box[0]) for a, r in sent]
+            self._log(f"weights v{version} loaded by {len(sent)} engine(s)")
+
+    @staticmethod
+    def _await_update(actor: Any, ref: Any, version: int, weights: Any) -> float:
+        try:
+            return ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            # the actor died meanwhile; once restarted it must still end up on this version
+            return launch.call_with_retry(actor.update_weights, version, weights)
 
     # -- learner, progress, shutdown --------------------------------------------------------------
     def _check_learner(self) -> None:
