@@ -89,6 +89,7 @@ class ReplayBuffer:
         self.stats_ = BufferStats(capacity=capacity)
         self._served_pairs: list[PreferencePair] = []  # recent served, for score/length figures
         self._pairs_log = self._consumed_log = None
+        self._consumed_rows = 0
         if directory is not None:
             d = Path(directory)
             d.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,9 @@ class ReplayBuffer:
 
     # -- durability -----------------------------------------------------------------------------
     def _reload(self, d: Path) -> None:
-        gone = {row["pair_id"] for row in _read_jsonl(d / CONSUMED_FILE) if not row.get("replay")}
+        consumed = list(_read_jsonl(d / CONSUMED_FILE))
+        self._consumed_rows = len(consumed)
+        gone = {row["pair_id"] for row in consumed if not row.get("replay")}
         for row in _read_jsonl(d / PAIRS_FILE):
             pair = PreferencePair.from_row(row)
             self._seen.add(pair.pair_id)
@@ -106,6 +109,7 @@ class ReplayBuffer:
         self.stats_.reloaded = len(self._waiting)
 
     def _log_exit(self, pairs: list[PreferencePair], reason: str) -> None:
+        self._consumed_rows += len(pairs)
         if self._consumed_log is not None:
             self._consumed_log.append({"pair_id": p.pair_id, "reason": reason, "replay": self.replay and
                                        reason == "served"} for p in pairs)
@@ -172,6 +176,10 @@ class ReplayBuffer:
         self._served_pairs = (self._served_pairs + batch)[-512:]
         return batch
 
+    def cursor(self) -> int:
+        """Rows in the consumed log so far: a checkpoint records it, a resume truncates back to it."""
+        return self._consumed_rows
+
     def __len__(self) -> int:
         return len(self._waiting)
 
@@ -202,3 +210,16 @@ def _lag(pair: PreferencePair, learner_version: int) -> int:
 def _version_key(pair: PreferencePair) -> int:
     v = pair.policy_version
     return -1 if v is None else v
+
+
+def rewind(directory: str | Path, cursor: int) -> int:
+    """Truncate a buffer's consumed log to its first ``cursor`` rows (resume from a checkpoint):
+    pairs served after the checkpoint wait again, since the training on them was lost."""
+    path = Path(directory) / CONSUMED_FILE
+    rows = list(_read_jsonl(path))
+    if len(rows) <= cursor:
+        return 0
+    tmp = path.with_suffix(".rewind")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows[:cursor]))
+    os.replace(tmp, path)
+    return len(rows) - cursor

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from selm_ray.config import ConfigError, dump_config, load_config
 from selm_ray.data import DataError
+from selm_ray.learner.checkpoint import ResumeError
 from selm_ray.models import PREPARERS, ModelError, is_prepared, models_dir, prepare_model
 
-USER_ERRORS = (ConfigError, DataError, ModelError)
+USER_ERRORS = (ConfigError, DataError, ModelError, ResumeError)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +56,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from selm_ray.runner import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, Path(args.run_dir) if args.run_dir else None)
+    run_dir = args.resume or args.run_dir
+    summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("generators", "judges")}, indent=2))
     print(f"checkpoint: {summary['checkpoint']}")
     return 0 if summary.get("learner_error") is None else 1
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run the online loop (generators, judges, buffer, learner) on Ray")
     _add_config_args(t)
     t.add_argument("--run-dir", help="run directory (default: <run.output_dir>/<name>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="one generate -> judge -> pair pass on the configured model")

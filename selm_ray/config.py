@@ -122,8 +122,10 @@ class LearnerConfig:
     lora_rank: int = 0  # 0 = full fine-tuning
     lora_alpha: int = 16
     max_length: int = 1024
+    checkpoint_every: int = 0  # async: learner steps between checkpoints (iterative: each iteration)
 
     def __post_init__(self) -> None:
+        _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         _check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _check(not (self.loss == "selm" and self.alpha == 0), "alpha",

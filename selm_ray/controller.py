@@ -20,8 +20,11 @@ from typing import Any
 import ray
 
 from selm_ray.actors import launch
+from selm_ray.buffer import PAIRS_FILE, rewind
 from selm_ray.config import Config, dump_config
 from selm_ray.data import PromptRecord, iteration_slices, load_prompts, shuffled
+from selm_ray.learner import checkpoint
+from selm_ray.learner.checkpoint import ResumeError
 from selm_ray.learner.trainer import build_trainer
 from selm_ray.models import resolve_model
 from selm_ray.pairs import build_pair
@@ -56,8 +59,10 @@ class Counters:
 
 
 class Controller:
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str) -> None:
-        self.cfg, self.run_dir, self.run_id = cfg, run_dir, run_id
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str, resume: bool = False) -> None:
+        self.cfg, self.run_dir, self.run_id, self.resume = cfg, run_dir, run_id, resume
+        self.start_version = self.start_iteration = 0
+        self.resume_from: str | None = None
         self.counters = Counters()
         self.t0 = time.time()
         self.stop_event = threading.Event()
@@ -78,22 +83,50 @@ class Controller:
         (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
         self._metrics = (self.run_dir / "metrics.jsonl").open("a")
         c = self.cfg.cluster
-        self.model_path = resolve_model(self.cfg.model.path)
+        self.model_path = base_path = resolve_model(self.cfg.model.path)
+        if self.resume:
+            self._prepare_resume()
+        v = self.start_version
+        judge_path = self.model_path if self.cfg.judge.follow_policy else base_path
         rm = resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model" else None
-        self.channel = launch.launch_channel(self.run_id)
+        self.channel = launch.launch_channel(self.run_id, v)
         self.buffer = launch.launch_buffer(self.cfg, self.run_id, str(self.run_dir / "buffer"))
         self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path,
-                                                               self.channel)
+                                                               self.channel, v)
                                        for i in range(c.num_generators)])
-        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, self.model_path, rm,
-                                                             self.channel)
+        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, judge_path, rm,
+                                                             self.channel, v)
                                      for i in range(c.num_judges)])
+        self.gens.version = [v] * len(self.gens.actors)
+        self.judges.version = [v] * len(self.judges.actors)
         self._log(f"started {c.num_generators} generator(s), {c.num_judges} judge(s); model {self.model_path}")
-        trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir)
+        trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir,
+                                self.resume_from)
         self.learner_thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
         self.learner_thread.start()
         ray.get([a.ready.remote() for a in self.gens.actors + self.judges.actors])
         self._log("engines ready")
+
+    def _prepare_resume(self) -> None:
+        """Continue from the newest complete checkpoint: its weights, counters and buffer cursor."""
+        ckpt = checkpoint.latest(self.run_dir)
+        if ckpt is None:
+            raise ResumeError(f"{self.run_dir}: no complete checkpoint under checkpoints/ to resume from")
+        state = checkpoint.load_state(ckpt)
+        rewound = rewind(self.run_dir / "buffer", state["buffer_cursor"])
+        self.model_path, self.resume_from = str(ckpt), str(ckpt)
+        self.start_version, self.start_iteration = state["version"], state["iteration"]
+        self._log(f"resuming from {ckpt} (step {state['step']}, policy v{state['version']}, "
+                  f"iteration {state['iteration'] + 1}); {rewound} pair(s) served after it will be served again")
+
+    def _already_judged(self) -> set[str]:
+        """Prompts of the current policy version that already have a pair (not generated again)."""
+        path = self.run_dir / "buffer" / PAIRS_FILE
+        if not path.is_file():
+            return set()
+        rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        return {r["prompt_id"] for r in rows if self.cfg.schedule.mode == "async"
+                or r["chosen_version"] == self.start_version}
 
     def _fit(self, trainer: Any) -> None:
         try:
@@ -111,8 +144,12 @@ class Controller:
         self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                   f"{s.iterations} x {s.prompts_per_iteration} prompts")
         self.loop_t0 = time.time()
+        done = self._already_judged() if self.resume else set()
+        slices = [[r for r in chunk if r.prompt_id not in done] for chunk in slices]
         if s.mode != "async":
             for t, chunk in enumerate(slices):
+                if t < self.start_iteration:
+                    continue
                 self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():

@@ -26,18 +26,23 @@ def _init_ray(cfg: Config) -> None:
              dashboard_host="127.0.0.1", log_to_driver=True)
 
 
-def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None) -> dict[str, Any]:
+def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
+          resume: bool = False) -> dict[str, Any]:
     """Run the whole online loop; ``controller_hook(controller)`` runs once the actors are up
     (tests use it to inject faults)."""
     import ray
 
     from selm_ray.controller import Controller
+    from selm_ray.learner import checkpoint
+    from selm_ray.learner.checkpoint import ResumeError
 
     run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
+    if resume and checkpoint.latest(run_dir) is None:  # fail before starting anything
+        raise ResumeError(f"{run_dir}: no complete checkpoint under checkpoints/ to resume from")
     _init_ray(cfg)
     try:
-        ctl = Controller(cfg, run_dir, run_id)
+        ctl = Controller(cfg, run_dir, run_id, resume=resume)
         ctl.install_signal_handlers()
         ctl.start()
         if controller_hook is not None:

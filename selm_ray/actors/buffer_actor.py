@@ -22,6 +22,9 @@ class BufferActor:
     async def stats(self) -> BufferStats:
         return self.buffer.stats()
 
+    async def cursor(self) -> int:
+        return self.buffer.cursor()
+
     async def size(self) -> int:
         return len(self.buffer)
 

@@ -10,10 +10,10 @@ from typing import Any
 
 
 class LearnerChannel:
-    def __init__(self) -> None:
+    def __init__(self, version: int = 0) -> None:
         self.stop_requested = False
         self.generation_done_iteration = -1  # iteration whose pairs are all in the buffer
-        self.version = 0
+        self.version = version
         self.weights: list[Any] | None = None  # [ObjectRef] of the latest published weights
         self.step = 0
         self.iteration = 0

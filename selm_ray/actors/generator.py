@@ -32,11 +32,11 @@ def catch_up(actor: Any, channel: Any) -> None:
 
 class Generator:
     def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator",
-                 channel: Any = None) -> None:
+                 channel: Any = None, version: int = 0) -> None:
         self.cfg: Config = config_from_dict(config)
         self.name = name
         self.engine = build_engine(self.cfg, model_path)
-        self.version = 0
+        self.version = version  # of the weights in model_path (a resumed run starts from a checkpoint)
         self.busy_seconds = 0.0
         self.tokens = 0
         self.calls = 0

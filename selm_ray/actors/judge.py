@@ -11,7 +11,7 @@ from selm_ray.records import Judgement, Rollout
 
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
-                 name: str = "judge", channel: Any = None) -> None:
+                 name: str = "judge", channel: Any = None, version: int = 0) -> None:
         from selm_ray.engines.judges import RewardModelJudge, SelfJudge
 
         self.cfg: Config = config_from_dict(config)
@@ -27,7 +27,9 @@ class Judge:
             self.engine = build_engine(self.cfg, model_path)
             self.impl = SelfJudge(self.engine, j.mode, j.num_samples, j.min_valid, j.temperature,
                                   j.max_new_tokens, seed=self.cfg.run.seed)
-        self.version = 0
+        self.version = version
+        if self.engine is not None:
+            self.impl.version = version
         self.busy_seconds = 0.0
         self.candidates = 0
         self.failures = 0

@@ -37,8 +37,8 @@ def _options(name: str, cpus: float, gpus: float = 0.0, env: dict[str, str] | No
     return opts
 
 
-def launch_channel(run_id: str) -> Any:
-    return ray.remote(LearnerChannel).options(**_options(f"{run_id}-channel", 0)).remote()
+def launch_channel(run_id: str, version: int = 0) -> Any:
+    return ray.remote(LearnerChannel).options(**_options(f"{run_id}-channel", 0)).remote(version)
 
 
 def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
@@ -47,19 +47,20 @@ def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
         directory, b.capacity, b.max_policy_lag, b.eviction, b.replay)
 
 
-def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, channel: Any) -> Any:
+def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, channel: Any,
+                     version: int = 0) -> Any:
     c = cfg.cluster
     name = f"{run_id}-generator-{index}"
     opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus))
-    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel)
+    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel, version)
 
 
 def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None,
-                 channel: Any) -> Any:
+                 channel: Any, version: int = 0) -> Any:
     c = cfg.cluster
     name = f"{run_id}-judge-{index}"
     opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus))
-    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel)
+    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel, version)
 
 
 def call_with_retry(method: Any, *args: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,6 +121,21 @@ class TrainEngine:
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         return float(norm)
+
+    def save_optimizer(self, directory: Path) -> None:
+        """Optimizer state for an exact resume (DeepSpeed: its own sharded format; collective)."""
+        if self.cfg.engine == "deepspeed":
+            self.module.save_checkpoint(str(directory), tag="latest", save_latest=False)
+        elif not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+
+    def load_optimizer(self, directory: Path) -> None:
+        if self.cfg.engine == "deepspeed":
+            self.module.load_checkpoint(str(directory), tag="latest", load_module_strict=True,
+                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+        else:
+            self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Full (merged, gathered) HF-named weights. Collective under ZeRO-3: call on every rank."""

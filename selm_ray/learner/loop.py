@@ -10,7 +10,6 @@ Schedules:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from selm_ray.config import Config, config_from_dict
+from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
 from selm_ray.losses import compute_loss, get_loss, sequence_logps
@@ -100,20 +100,13 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int) -> 
         ray.get(channel.publish.remote(st.version, [ref], time.time() - t0))
 
 
-def _save_checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
-                     rank: int) -> str:
-    out = run_dir / "checkpoints" / f"step-{st.step:06d}"
-    sd = engine.full_state_dict()
-    if rank == 0:
-        from transformers import AutoModelForCausalLM  # noqa: F401  (ensures HF config class import)
+def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
+                rank: int, buffer: Any) -> str:
+    import ray
 
-        base = engine.models.policy
-        base = base.get_base_model() if cfg.learner.lora_rank > 0 else base
-        out.mkdir(parents=True, exist_ok=True)
-        base.save_pretrained(out, state_dict=sd, safe_serialization=True)
-        tok.save_pretrained(out)
-        (out / "learner_state.json").write_text(json.dumps(st.__dict__))
-    return str(out)
+    cursor = ray.get(buffer.cursor.remote()) if rank == 0 else 0
+    state = {**st.__dict__, "buffer_cursor": cursor}
+    return str(checkpoint.save(engine, tok, state, run_dir, rank, cfg.learner.lora_rank > 0))
 
 
 def _phase_steps(cfg: Config, world: int) -> int:
@@ -139,9 +132,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     models = load_models(loop_config["model_path"], cfg.learner)
     engine = TrainEngine(models, cfg.learner, world)
     st, phase_steps = LearnerState(), _phase_steps(cfg, world)
+    resume = loop_config.get("resume_from")
+    if resume:  # the model path above IS that checkpoint; now its optimizer and counters
+        engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
+        saved = checkpoint.load_state(Path(resume))
+        st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__})
+    save = lambda: _checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank, buffer)  # noqa: E731
     try:
-        _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps)
-        ckpt = _save_checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank)
+        _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps, save)
+        last = checkpoint.latest(run_dir) if rank == 0 else None
+        done = _broadcast(last is not None and checkpoint.load_state(last)["step"] == st.step, world)
+        ckpt = str(last) if done else save()
         if rank == 0:
             import ray as _ray
 
@@ -155,7 +156,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: Any, channel: Any,
-         rank: int, world: int, phase_steps: int) -> None:
+         rank: int, world: int, phase_steps: int, save: Any) -> None:
     import ray
 
     sched = cfg.schedule
@@ -170,6 +171,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             _publish(engine, st, channel, rank)
             refresh_reference(engine.models)
             st.iteration, st.phase_step = st.iteration + 1, 0
+            save()  # every iteration boundary is a resumable point
             if rank == 0:
                 ray.get(channel.report.remote({"event": "iteration_end", "step": st.step,
                                                "iteration": st.iteration, "version": st.version}))
@@ -187,6 +189,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 _publish(engine, st, channel, rank)
             if sched.ref_update_every and st.step % sched.ref_update_every == 0:
                 refresh_reference(engine.models)
+            if cfg.learner.checkpoint_every and st.step % cfg.learner.checkpoint_every == 0:
+                save()
         if rank == 0:
             metrics.update(step=st.step, iteration=st.iteration, version=st.version,
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))

@@ -15,7 +15,8 @@ def learner_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path) -> Any:
+def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path,
+                  resume_from: str | None = None) -> Any:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -28,7 +29,8 @@ def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_d
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_path": model_path, "buffer": buffer,
-                           "channel": channel, "run_dir": str(run_dir), "env": learner_env(cfg)},
+                           "channel": channel, "run_dir": str(run_dir), "env": learner_env(cfg),
+                           "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

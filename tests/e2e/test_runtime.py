@@ -113,3 +113,33 @@ def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_m
     served = _served_ids(run_dir)
     assert sorted(served) == sorted(ids)  # every judged pair reached the learner exactly once
     assert s["generators"][0]["version"] == 2  # the restarted generator caught up with the policy
+
+
+def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path):
+    from selm_ray import runner
+    from selm_ray.learner import checkpoint
+
+    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1")
+    run_dir = tmp_path / "run"
+    assert first["learner_error"] is None and first["policy_version"] == 1
+    ckpt = checkpoint.latest(run_dir)
+    state = checkpoint.load_state(ckpt)
+    assert state["step"] == first["learner_steps"] and state["iteration"] == 1
+    assert (ckpt / "optimizer").is_dir()
+
+    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2"])
+    second = runner.train(cfg, run_dir, resume=True)
+    assert second["learner_error"] is None and second["policy_version"] == 2
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m["step"] for m in metrics if "loss" in m]
+    assert steps == list(range(1, len(steps) + 1))  # no step repeated, none skipped
+    assert steps[-1] == second["learner_steps"] > state["step"]
+    # the resumed iteration used new prompts only: 8 + 8 distinct prompt ids
+    prompts = [json.loads(line)["prompt_id"] for line in (run_dir / "buffer" / "pairs.jsonl").read_text().splitlines()]
+    assert len(prompts) == len(set(prompts)) == first["pairs"] + second["pairs"]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "selm_ray.cli", "train", SMOKE, "--resume", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
