@@ -111,6 +111,8 @@ class LearnerConfig:
     # SELM optimism weight. Never silently 0: selm with alpha 0 is rejected (use loss: dpo).
     alpha: float = 0.001
     lr: float = 5e-7
+    # Per-iteration peak lr (the SELM recipe lowers it each iteration); overrides lr when set.
+    lr_by_iteration: list[float] | None = None
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -131,6 +133,8 @@ class LearnerConfig:
         _check(not (self.loss == "selm" and self.alpha == 0), "alpha",
                "is 0 with loss selm, which is plain DPO; set alpha > 0 or loss: dpo")
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(not self.lr_by_iteration or all(x > 0 for x in self.lr_by_iteration), "lr_by_iteration",
+               "every entry must be > 0")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0..3, got {self.zero_stage}")
@@ -201,6 +205,9 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
+        lrs = self.learner.lr_by_iteration
+        _check(not lrs or len(lrs) >= self.schedule.iterations, "learner.lr_by_iteration",
+               f"has {len(lrs or [])} entries for {self.schedule.iterations} iterations")
         if self.learner.loss == "selm":
             _check(self.generation.ref_response, "generation.ref_response",
                    "must be true with learner.loss selm (the optimism term needs y_ref)")
@@ -239,6 +246,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         choices = typing.get_args(tp)
         _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
         return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        _check(isinstance(value, list), key, f"must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
         return value
@@ -246,6 +257,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _check(ok, key, f"must be a number, got {value!r}")
         return float(value)

@@ -56,16 +56,17 @@ def _unwrap(module: Any) -> Any:
     return getattr(module, "module", module)
 
 
-def lr_at(step_in_phase: int, phase_steps: int, cfg: LearnerConfig) -> float:
+def lr_at(step_in_phase: int, phase_steps: int, cfg: LearnerConfig, iteration: int = 0) -> float:
     """Linear warmup then cosine to 0 over one phase (an iteration, or the whole async run)."""
+    peak = cfg.lr_by_iteration[iteration] if cfg.lr_by_iteration else cfg.lr
     phase_steps = max(1, phase_steps)
     warmup = int(cfg.warmup_ratio * phase_steps)
     if step_in_phase < warmup:
-        return cfg.lr * (step_in_phase + 1) / (warmup + 1)
+        return peak * (step_in_phase + 1) / (warmup + 1)
     if cfg.lr_schedule == "constant":
-        return cfg.lr
+        return peak
     progress = min(1.0, (step_in_phase - warmup) / max(1, phase_steps - warmup))
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TrainEngine:

@@ -79,7 +79,7 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
     ref_lp = sequence_logps(engine.reference_logits(batch), batch["input_ids"], batch["loss_mask"])
     logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
     loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
-    lr = lr_at(st.phase_step, phase_steps, cfg.learner)
+    lr = lr_at(st.phase_step, phase_steps, cfg.learner, min(st.iteration, cfg.schedule.iterations - 1))
     engine.set_lr(lr)
     metrics["grad_norm"] = engine.backward_step(loss)
     metrics.update(lr=lr, pairs=n, chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,

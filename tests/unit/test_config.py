@@ -57,3 +57,28 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(_yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_every_job_config_validates_and_paper_recipes_match_the_papers():
+    from pathlib import Path
+
+    configs = {p.stem: load_config(p) for p in Path("jobs/configs").glob("*.yaml")}
+    assert {"smoke", "smollm2-cpu", "zephyr-7b-selm", "llama3-8b-selm", "self-rewarding"} <= set(configs)
+    z, l, sr = configs["zephyr-7b-selm"], configs["llama3-8b-selm"], configs["self-rewarding"]
+    assert (z.learner.loss, z.learner.beta, z.learner.alpha) == ("selm", 0.01, 0.001)
+    assert (l.learner.loss, l.learner.beta, l.learner.alpha) == ("selm", 0.01, 0.0001)
+    for c in (z, l):
+        assert c.learner.lr_by_iteration == [5e-7, 3e-7, 1e-7] and c.schedule.iterations == 3
+        assert c.learner.batch_size * c.learner.num_workers == 128 and c.learner.zero_stage == 3
+    assert (sr.learner.loss, sr.learner.beta, sr.generation.num_candidates) == ("dpo", 0.1, 4)
+    assert (sr.judge.kind, sr.judge.mode, sr.judge.num_samples) == ("self", "generate", 3)
+    assert configs["smollm2-cpu"].model.path == "smollm2-135m-instruct"
+
+
+def test_list_values_and_their_errors():
+    cfg = load_config(None, ["learner.lr_by_iteration=[1e-6, 5e-7]"])
+    assert cfg.learner.lr_by_iteration == [1e-6, 5e-7]
+    with pytest.raises(ConfigError, match=r"learner.lr_by_iteration\[1\]: must be a number"):
+        load_config(None, ["learner.lr_by_iteration=[1e-6, x]"])
+    with pytest.raises(ConfigError, match="learner.lr_by_iteration: has 1 entries for 2 iterations"):
+        load_config(None, ["learner.lr_by_iteration=[1e-6]"])
