@@ -82,6 +82,9 @@ class Controller:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
         self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         c = self.cfg.cluster
         self.model_path = base_path = resolve_model(self.cfg.model.path)
         if self.resume:
@@ -270,6 +273,9 @@ class Controller:
         for m in ray.get(self.channel.drain_metrics.remote()):
             self._metrics.write(json.dumps(m) + "\n")
             self.learn_seconds += m.get("step_seconds", 0.0)
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and k not in ("step", "time") and "step" in m:
+                    self._tb.add_scalar(f"learner/{k}", v, m["step"])
             self._last_metrics = m
         self._metrics.flush()
 
@@ -289,6 +295,7 @@ class Controller:
             self._progress(self.cfg.schedule.iterations - 1)
             self.learner_thread.join(timeout=0.5)
         self._check_learner()
+        self._tb.close()
 
     def request_stop(self, *_: Any) -> None:
         self._log("stop requested: finishing in-flight work, draining the buffer, checkpointing")

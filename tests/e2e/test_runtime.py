@@ -143,3 +143,15 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "selm_ray.cli", "train", SMOKE, "--resume", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
+
+
+@pytest.mark.slow
+def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
+    from selm_ray import runner
+
+    cfg = load_config("jobs/configs/smollm2-cpu.yaml", ["schedule.iterations=1", "schedule.prompts_per_iteration=4",
+                                                        "generation.max_new_tokens=24"])
+    s = runner.train(cfg, tmp_path / "run")
+    assert s["learner_error"] is None and s["prompts"] == 4 and s["judge_failure_rate"] == 0.0
+    assert s["pairs"] >= 1 and s["learner_steps"] >= 1 and s["policy_version"] == 1
+    assert s["generators"][0]["version"] == 1
