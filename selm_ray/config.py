@@ -80,6 +80,9 @@ class JudgeConfig:
     temperature: float = 0.7
     max_new_tokens: int = 160
     follow_policy: bool = True  # self-judge takes each new policy version (Self-Rewarding)
+    # Self-judge inside each generator's engine instead of a separate judge pool: one engine
+    # (weights + KV cache) less per generator; generation and judging then share that engine.
+    colocate: bool = False
     reward_model: str | None = None
     min_margin: float = 0.0  # a best-worst gap below this is treated as a tie (no pair)
 
@@ -90,6 +93,9 @@ class JudgeConfig:
         _check(self.min_margin >= 0, "min_margin", f"must be >= 0, got {self.min_margin}")
         if self.kind == "reward_model":
             _check(bool(self.reward_model), "reward_model", "required when kind is reward_model")
+        if self.colocate:
+            _check(self.kind == "self" and self.follow_policy, "colocate",
+                   "needs kind: self and follow_policy: true (the judge then IS the generator's engine)")
 
 
 @dataclass

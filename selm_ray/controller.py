@@ -97,17 +97,21 @@ class Controller:
         self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path,
                                                                self.channel, v)
                                        for i in range(c.num_generators)])
-        self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, judge_path, rm,
-                                                             self.channel, v)
-                                     for i in range(c.num_judges)])
+        if self.cfg.judge.colocate:  # the generators judge too: one pool, shared in-flight counts
+            self.judges = self.gens
+        else:
+            self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, judge_path, rm,
+                                                                 self.channel, v)
+                                         for i in range(c.num_judges)])
         self.gens.version = [v] * len(self.gens.actors)
         self.judges.version = [v] * len(self.judges.actors)
-        self._log(f"started {c.num_generators} generator(s), {c.num_judges} judge(s); model {self.model_path}")
+        judges = "judging in the generators" if self.cfg.judge.colocate else f"{c.num_judges} judge(s)"
+        self._log(f"started {c.num_generators} generator(s), {judges}; model {self.model_path}")
         trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir,
                                 self.resume_from)
         self.learner_thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
         self.learner_thread.start()
-        ray.get([a.ready.remote() for a in self.gens.actors + self.judges.actors])
+        ray.get([a.ready.remote() for a in {*self.gens.actors, *self.judges.actors}])
         self._log("engines ready")
 
     def _prepare_resume(self) -> None:
@@ -248,7 +252,7 @@ class Controller:
         if box is None:
             return
         sent = []
-        for pool in (self.gens, self.judges):
+        for pool in {id(p): p for p in (self.gens, self.judges)}.values():
             for i, actor in enumerate(pool.actors):
                 if pool.version[i] < version:
                     sent.append((actor, actor.update_weights.remote(version, box[0])))
@@ -310,11 +314,11 @@ class Controller:
         state = ray.get(self.channel.state.remote())
         stats = ray.get(self.buffer.stats.remote())
         gen_stats = ray.get([a.stats.remote() for a in self.gens.actors])
-        judge_stats = ray.get([a.stats.remote() for a in self.judges.actors])
+        judge_stats = gen_stats if self.judges is self.gens else ray.get([a.stats.remote() for a in self.judges.actors])
         mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
         loop_s = time.time() - self.loop_t0
         busy = {"generate": sum(g["busy_seconds"] for g in gen_stats),
-                "judge": sum(j["busy_seconds"] for j in judge_stats),
+                "judge": sum(j.get("judge_busy_seconds", j["busy_seconds"]) for j in judge_stats),
                 "learn": self.learn_seconds}
         return {
             "run_dir": str(self.run_dir), "seconds": round(time.time() - self.t0, 1),
@@ -326,7 +330,7 @@ class Controller:
             "buffer": {"served": stats.served, "dropped_stale": stats.dropped_stale, "left": stats.size,
                        "duplicates": stats.duplicates, "lag_histogram": stats.lag_histogram},
             "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
-            "generators": gen_stats, "judges": judge_stats,
+            "generators": gen_stats, "judges": [] if self.judges is self.gens else judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
             "loop_seconds": round(loop_s, 1),
             "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},

@@ -57,7 +57,9 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.
     mask = loss_mask[:, 1:].to(dtype)  # (B, T-1)
     # Padding positions may hold ids like -100; gather needs a valid index, the mask zeroes them.
     safe_targets = torch.where(mask > 0, targets, torch.zeros_like(targets))
-    token_logps = torch.gather(logits.log_softmax(-1), 2, safe_targets.unsqueeze(-1)).squeeze(-1)
+    # gather - logsumexp == gather of log_softmax, without keeping a second (B, T, V) tensor alive
+    picked = torch.gather(logits, 2, safe_targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    token_logps = picked - torch.logsumexp(logits, dim=-1)  # (B, T-1)
     return (token_logps * mask).sum(-1)  # (B,)
 
 

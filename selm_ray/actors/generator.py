@@ -40,6 +40,9 @@ class Generator:
         self.busy_seconds = 0.0
         self.tokens = 0
         self.calls = 0
+        self._judge: Any = None  # a SelfJudge on this engine, made on first use (judge.colocate)
+        self.judge_busy_seconds = 0.0
+        self.judged = self.judge_failures = 0
         catch_up(self, channel)
 
     def ready(self) -> int:
@@ -62,6 +65,22 @@ class Generator:
         self.calls += 1
         return out
 
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Any]:
+        """Self-judge with this generator's own engine (judge.colocate)."""
+        from selm_ray.engines.judges import SelfJudge
+
+        t0 = time.time()
+        j = self.cfg.judge
+        if self._judge is None:
+            self._judge = SelfJudge(self.engine, j.mode, j.num_samples, j.min_valid, j.temperature,
+                                    j.max_new_tokens, seed=self.cfg.run.seed)
+        self._judge.version = self.version
+        out = self._judge.judge(rollouts)
+        self.judge_busy_seconds += time.time() - t0
+        self.judged += sum(len(x.scores) for x in out)
+        self.judge_failures += sum(x.num_failed for x in out)
+        return out
+
     def update_weights(self, version: int, weights: dict[str, Any]) -> float:
         if version <= self.version:
             return 0.0  # already have it (e.g. a restarted actor was given the latest on start)
@@ -74,4 +93,6 @@ class Generator:
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
-                "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum()}
+                "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
+                "judge_busy_seconds": self.judge_busy_seconds, "candidates": self.judged,
+                "failures": self.judge_failures}

@@ -25,7 +25,8 @@ def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
             with_ref_response: bool) -> dict[str, torch.Tensor]:
     """Rows ordered [chosen_0..chosen_B-1, rejected_0.., ref_0..] so one forward scores them all.
 
-    Returns input_ids (N, T), attention_mask (N, T), loss_mask (N, T) with N = 2B or 3B.
+    Returns input_ids (N, T), attention_mask (N, T), loss_mask (N, T) with N = 2B or 3B, and
+    ``first``: the earliest position whose logit scores a response token.
     """
     texts = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     prompts = [p.prompt_text for p in pairs] * 2
@@ -45,7 +46,14 @@ def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
         ids[i, : len(row)] = torch.tensor(row)
         attn[i, : len(row)] = 1
         mask[i, : len(row)] = torch.tensor(m)
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask}
+    # the position predicting the earliest response token: logits before it are never needed
+    first = int(mask.argmax(dim=1).min().item()) - 1
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first)}
+
+
+def kept(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """``batch[key]`` from the first kept logit position on, aligned with the kept logits."""
+    return batch[key][:, batch["first"]:]
 
 
 def split_logps(logps: torch.Tensor, batch: int, prefix: str) -> dict[str, torch.Tensor]:

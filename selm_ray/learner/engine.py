@@ -52,6 +52,14 @@ def refresh_reference(models: Models) -> None:
         models.reference.load_state_dict(src)
 
 
+def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits from position ``batch["first"]`` on (B, T - first, V): prompt positions before the
+    earliest response token never need the vocabulary projection, its costliest matmul."""
+    keep = torch.arange(batch["first"], batch["input_ids"].shape[1])
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 logits_to_keep=keep).logits
+
+
 def _unwrap(module: Any) -> Any:
     return getattr(module, "module", module)
 
@@ -96,13 +104,12 @@ class TrainEngine:
                 self.module = torch.nn.parallel.DistributedDataParallel(models.policy)
 
     def forward_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return _logits(self.module, batch)
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             if self.models.reference is not None:
-                return self.models.reference(input_ids=batch["input_ids"],
-                                             attention_mask=batch["attention_mask"]).logits
+                return _logits(self.models.reference, batch)
             with _unwrap(self.module).disable_adapter():  # LoRA: base model = reference
                 return self.forward_logits(batch)
 

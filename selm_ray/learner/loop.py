@@ -21,7 +21,7 @@ import torch
 
 from selm_ray.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
-from selm_ray.learner.batching import collate, split_logps
+from selm_ray.learner.batching import collate, kept, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
 from selm_ray.losses import compute_loss, get_loss, sequence_logps
 
@@ -75,8 +75,9 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
     spec = get_loss(cfg.learner.loss)
     batch = collate(tok, pairs, cfg.learner.max_length, spec.needs_ref_response)
     n = len(pairs)
-    policy_lp = sequence_logps(engine.forward_logits(batch), batch["input_ids"], batch["loss_mask"])
-    ref_lp = sequence_logps(engine.reference_logits(batch), batch["input_ids"], batch["loss_mask"])
+    labels, mask = kept(batch, "input_ids"), kept(batch, "loss_mask")
+    policy_lp = sequence_logps(engine.forward_logits(batch), labels, mask)
+    ref_lp = sequence_logps(engine.reference_logits(batch), labels, mask)
     logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
     loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
     lr = lr_at(st.phase_step, phase_steps, cfg.learner, min(st.iteration, cfg.schedule.iterations - 1))
@@ -102,9 +103,9 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int) -> 
 
 def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
                 rank: int, buffer: Any) -> str:
-    import ray
+    from selm_ray.actors.launch import call_with_retry
 
-    cursor = ray.get(buffer.cursor.remote()) if rank == 0 else 0
+    cursor = call_with_retry(buffer.cursor) if rank == 0 else 0
     state = {**st.__dict__, "buffer_cursor": cursor}
     return str(checkpoint.save(engine, tok, state, run_dir, rank, cfg.learner.lora_rank > 0))
 

@@ -96,3 +96,30 @@ def test_resolve_model_kinds_and_errors(tmp_path, tiny_model_path, monkeypatch):
         resolve_model("someorg/somemodel")
     with pytest.raises(ModelError, match="unknown model alias"):
         prepare_model("gpt-9")
+
+
+def test_learner_logps_from_kept_logits_equal_full_logits(tiny_model_path, smollm2_tokenizer):
+    """The learner projects only positions from the first response token on; same log-probs."""
+    from transformers import AutoModelForCausalLM
+
+    from selm_ray.learner.batching import collate, kept
+    from selm_ray.learner.engine import _logits
+    from selm_ray.records import PreferencePair
+
+    tok = smollm2_tokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float64)
+    pairs = [PreferencePair(f"p{i}", "q", ({"role": "user", "content": q},),
+                            tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                    add_generation_prompt=True),
+                            "A fine answer." * (i + 1), "No.", 4.0, 1.0, 3, 2, 0, 0, ref_response="Greedy.")
+             for i, q in enumerate(["Short question?", "A much longer question with many more words in it?"])]
+    batch = collate(tok, pairs, 256, with_ref_response=True)
+    assert batch["first"] > 0 and batch["input_ids"].shape[0] == 6
+    with torch.no_grad():
+        full = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                              batch["input_ids"], batch["loss_mask"])
+        part = sequence_logps(_logits(model, batch), kept(batch, "input_ids"), kept(batch, "loss_mask"))
+    assert part.tolist() == pytest.approx(full.tolist(), rel=1e-10)
+    # masks: prompt tokens are never scored, each response ends with EOS
+    ids, mask = batch["input_ids"][0], batch["loss_mask"][0]
+    assert ids[mask.bool()][-1].item() == tok.eos_token_id

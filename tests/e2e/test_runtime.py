@@ -80,8 +80,10 @@ def test_dpo_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_pa
 
 def test_async_schedule_with_ddp(tmp_path, tiny_model_path):
     s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.mode=async", "schedule.sync_every=1",
-               "schedule.ref_update_every=2", "learner.engine=ddp", "buffer.max_policy_lag=1")
+               "schedule.ref_update_every=2", "learner.engine=ddp", "buffer.max_policy_lag=1",
+               "judge.colocate=true")
     assert s["learner_error"] is None and s["learner_steps"] >= 2
+    assert s["judges"] == [] and s["generators"][0]["candidates"] == s["candidates"]  # judged in place
     assert s["policy_version"] == s["learner_steps"]  # one publication per step
     b = s["buffer"]
     assert b["served"] + b["dropped_stale"] + b["left"] == s["pairs"]

@@ -1,4 +1,6 @@
 """The buffer as a real Ray actor: restart after a kill reloads every waiting pair from disk."""
+import time
+
 import ray
 
 from selm_ray.actors import launch
@@ -19,9 +21,12 @@ def test_buffer_actor_survives_kill_and_dedupes_resends(tmp_path):
         assert [p.pair_id for p in ray.get(buf.sample.remote(2, 0))] == ["p0", "p1"]
         pid = ray.get(buf.pid.remote())
         ray.kill(buf, no_restart=False)
+        deadline = time.time() + 60
+        while launch.call_with_retry(buf.pid) == pid:  # until the restarted process answers
+            assert time.time() < deadline, "the buffer actor did not restart"
+            time.sleep(0.2)
         # a re-sent add after the crash (the caller could not know it had landed) adds nothing
         assert launch.call_with_retry(buf.add, [_pair(3), _pair(4), _pair(5)]) == 1
-        assert ray.get(buf.pid.remote()) != pid  # really a new process
         assert [p.pair_id for p in ray.get(buf.sample.remote(10, 0))] == ["p2", "p3", "p4", "p5"]
         assert ray.get(buf.stats.remote()).reloaded == 3
     finally:
