@@ -131,6 +131,9 @@ class LearnerConfig:
     lora_alpha: int = 16
     max_length: int = 1024
     checkpoint_every: int = 0  # async: learner steps between checkpoints (iterative: each iteration)
+    # Take log pi_ref(y|x) from the engine that sampled y when that engine served the reference
+    # policy (the iterative schedule): no reference forward pass on the learner for those batches.
+    ref_logps_from_engine: bool = True
 
     def __post_init__(self) -> None:
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")

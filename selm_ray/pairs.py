@@ -83,5 +83,12 @@ def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) 
         ref_response=ref.text if ref is not None else None,
         ref_tokens=ref.num_tokens if ref is not None else None,
         judge=judgement.judge,
+        prompt_ids=rollout.prompt_token_ids,
+        chosen_ids=chosen.token_ids,
+        rejected_ids=rejected.token_ids,
+        ref_ids=ref.token_ids if ref is not None else (),
+        chosen_gen_logp=chosen.logprob,
+        rejected_gen_logp=rejected.logprob,
+        ref_gen_logp=ref.logprob if ref is not None else None,
     )
     return PairOutcome(pair)

@@ -24,6 +24,8 @@ class Candidate:
     num_tokens: int
     policy_version: int | None
     finish_reason: str = "stop"
+    token_ids: tuple[int, ...] = ()  # exactly as sampled (EOS included when it stopped on it)
+    logprob: float | None = None  # summed log-prob of token_ids under the generating policy
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Rollout:
     prompt_text: str  # the chat-templated prompt exactly as the engine saw it
     candidates: tuple[Candidate, ...]
     ref_response: Candidate | None = None
+    prompt_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,16 @@ class PreferencePair:
     ref_tokens: int | None = None
     judge: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Token ids as the engine saw/sampled them, and summed log-probs under the generating policy
+    # (version chosen_version etc.): with them the learner scores exactly what was sampled and,
+    # when that policy is its reference, needs no reference forward pass.
+    prompt_ids: tuple[int, ...] = ()
+    chosen_ids: tuple[int, ...] = ()
+    rejected_ids: tuple[int, ...] = ()
+    ref_ids: tuple[int, ...] = ()
+    chosen_gen_logp: float | None = None
+    rejected_gen_logp: float | None = None
+    ref_gen_logp: float | None = None
 
     @property
     def margin(self) -> float:
@@ -109,4 +122,6 @@ class PreferencePair:
     def from_row(cls, row: dict[str, Any]) -> "PreferencePair":
         row = dict(row)
         row["messages"] = tuple(dict(m) for m in row["messages"])
+        for key in ("prompt_ids", "chosen_ids", "rejected_ids", "ref_ids"):
+            row[key] = tuple(row.get(key) or ())
         return cls(**row)

@@ -57,9 +57,10 @@ class Generator:
         refs = (self.engine.greedy(prompts, g.max_new_tokens, self.version) if g.ref_response
                 else [None] * len(records))
         out = []
-        for rec, text, cands, ref in zip(records, prompts, samples, refs):
+        prompt_ids = self.engine.prompt_token_ids(prompts)
+        for rec, text, ids, cands, ref in zip(records, prompts, prompt_ids, samples, refs):
             extras = [Candidate(e, len(self.engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
-            out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref))
+            out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref, ids))
             self.tokens += sum(c.num_tokens for c in cands) + (ref.num_tokens if ref else 0)
         self.busy_seconds += time.time() - t0
         self.calls += 1

@@ -76,19 +76,26 @@ class VLLMEngine:
     def _sample(self, prompts: Sequence[str], **kw: Any) -> list[Any]:
         from vllm import SamplingParams
 
-        return self.llm.generate(list(prompts), SamplingParams(**kw), use_tqdm=False)
+        # Token ids, not strings: the templated text already holds its special tokens (a string
+        # prompt would get a second BOS on some tokenizers), and the learner sees the same ids.
+        token_prompts = [{"prompt_token_ids": list(ids)} for ids in self.prompt_token_ids(prompts)]
+        return self.llm.generate(token_prompts, SamplingParams(**kw), use_tqdm=False)
 
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float,
                  max_tokens: int, version: int | None, seed: int | None = None) -> list[list[Candidate]]:
         """n sampled candidates per prompt, tagged with the policy version that made them."""
         outs = self._sample(prompts, n=n, temperature=temperature, top_p=top_p,
-                            max_tokens=max_tokens, seed=seed)
+                            max_tokens=max_tokens, seed=seed, logprobs=0)
         return [[_candidate(c, version) for c in o.outputs] for o in outs]
 
     def greedy(self, prompts: Sequence[str], max_tokens: int, version: int | None) -> list[Candidate]:
         """One temperature-0 answer per prompt (the reference response y_ref of SELM)."""
-        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=max_tokens)
+        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
         return [_candidate(o.outputs[0], version) for o in outs]
+
+    def prompt_token_ids(self, prompts: Sequence[str]) -> list[tuple[int, ...]]:
+        """Token ids of templated prompts as the engine tokenizes them (no extra special tokens)."""
+        return [tuple(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
     def sample_texts(self, prompts: Sequence[str], n: int, temperature: float, max_tokens: int,
                      seed: int | None = None) -> list[list[str]]:
@@ -181,9 +188,15 @@ def _param_sum(worker: Any) -> float:
 
 
 def _candidate(completion: Any, version: int | None) -> Candidate:
+    ids = tuple(completion.token_ids)
+    steps = completion.logprobs
+    # raw (untempered) log-probs of the sampled tokens: log pi_version(y | x), summed
+    logprob = sum(step[t].logprob for t, step in zip(ids, steps)) if steps else None
     return Candidate(
         text=completion.text,
-        num_tokens=len(completion.token_ids),
+        num_tokens=len(ids),
         policy_version=version,
         finish_reason=completion.finish_reason or "stop",
+        token_ids=ids,
+        logprob=logprob,
     )

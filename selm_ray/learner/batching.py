@@ -8,35 +8,43 @@ import torch
 from selm_ray.records import PreferencePair
 
 
-def _encode(tokenizer: Any, prompt_text: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids of prompt + response + EOS, and the mask of the scored (response) positions.
+def _encode(tokenizer: Any, prompt_text: str, response: str, max_length: int,
+            prompt_ids: Sequence[int] = (), response_ids: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + response, and the mask of the scored (response) positions.
 
-    Prompt tokens are never scored. Over-long sequences lose the END of the response (the prompt
-    is kept whole unless it alone exceeds max_length - 1, then it loses its beginning).
+    With the engine's own ids, exactly those tokens are scored; from text, the response is
+    tokenized and gets an EOS. Prompt tokens are never scored. Over-long sequences lose the END of
+    the response (the prompt is kept whole unless it alone exceeds max_length - 1).
     """
-    prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt = list(prompt_ids) or tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    resp = list(response_ids) or tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     prompt = prompt[-(max_length - 1):]
     resp = resp[: max_length - len(prompt)]
     return prompt + resp, [0] * len(prompt) + [1] * len(resp)
 
 
-def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
-            with_ref_response: bool) -> dict[str, torch.Tensor]:
-    """Rows ordered [chosen_0..chosen_B-1, rejected_0.., ref_0..] so one forward scores them all.
-
-    Returns input_ids (N, T), attention_mask (N, T), loss_mask (N, T) with N = 2B or 3B, and
-    ``first``: the earliest position whose logit scores a response token.
-    """
-    texts = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    prompts = [p.prompt_text for p in pairs] * 2
+def _rows(pairs: Sequence[PreferencePair], with_ref_response: bool) -> list[tuple[PreferencePair, str, tuple]]:
+    """(pair, response text, response ids) per row, in the order chosen..., rejected..., ref..."""
+    rows = [(p, p.chosen, p.chosen_ids) for p in pairs] + [(p, p.rejected, p.rejected_ids) for p in pairs]
     if with_ref_response:
         missing = [p.pair_id for p in pairs if p.ref_response is None]
         if missing:
             raise ValueError(f"loss needs y_ref but pairs {missing[:3]} have no ref_response")
-        texts += [p.ref_response for p in pairs]
-        prompts += [p.prompt_text for p in pairs]
-    encoded = [_encode(tokenizer, pr, tx, max_length) for pr, tx in zip(prompts, texts)]
+        rows += [(p, p.ref_response, p.ref_ids) for p in pairs]
+    return rows
+
+
+def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
+            with_ref_response: bool) -> dict[str, Any]:
+    """Rows ordered [chosen_0..chosen_B-1, rejected_0.., ref_0..] so one forward scores them all.
+
+    Returns input_ids (N, T), attention_mask (N, T), loss_mask (N, T) with N = 2B or 3B,
+    ``first``: the earliest position whose logit scores a response token, and ``truncated``:
+    whether any row lost tokens to max_length.
+    """
+    rows = _rows(pairs, with_ref_response)
+    encoded = [_encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
+    full = [len(p.prompt_ids) + len(ids) for p, _, ids in rows]
     width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -48,12 +56,38 @@ def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
         mask[i, : len(row)] = torch.tensor(m)
     # the position predicting the earliest response token: logits before it are never needed
     first = int(mask.argmax(dim=1).min().item()) - 1
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first)}
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first),
+            "truncated": any(n > max_length for n in full)}
 
 
-def kept(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+def kept(batch: dict[str, Any], key: str) -> torch.Tensor:
     """``batch[key]`` from the first kept logit position on, aligned with the kept logits."""
     return batch[key][:, batch["first"]:]
+
+
+def engine_reference_logps(pairs: Sequence[PreferencePair], batch: dict[str, Any], ref_version: int,
+                           with_ref_response: bool) -> torch.Tensor | None:
+    """(N,) reference log-probs taken from the generating engine, or None if they do not apply.
+
+    They apply when every response was sampled by the reference policy itself (its version), with
+    token ids kept and nothing truncated: then log pi_ref(y|x) was already summed by vLLM and the
+    learner's reference forward pass is redundant (iterative schedule: pi_ref = pi_t = generator).
+    """
+    if batch["truncated"]:
+        return None
+    rows = _rows(pairs, with_ref_response)
+    keys = {"chosen": ("chosen_gen_logp", "chosen_ids", "chosen_version"),
+            "rejected": ("rejected_gen_logp", "rejected_ids", "rejected_version"),
+            "ref": ("ref_gen_logp", "ref_ids", "chosen_version")}
+    order = ["chosen"] * len(pairs) + ["rejected"] * len(pairs) + ["ref"] * (len(rows) - 2 * len(pairs))
+    values = []
+    for (p, _, _), which in zip(rows, order):
+        lp_key, ids_key, version_key = keys[which]
+        lp, ids, version = getattr(p, lp_key), getattr(p, ids_key), getattr(p, version_key)
+        if lp is None or not ids or not p.prompt_ids or version != ref_version:
+            return None
+        values.append(lp)
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def split_logps(logps: torch.Tensor, batch: int, prefix: str) -> dict[str, torch.Tensor]:

@@ -44,12 +44,13 @@ def _frozen_copy(model: Any) -> Any:
     return ref
 
 
-def refresh_reference(models: Models) -> None:
-    """Reference := current policy (iteration boundary / ref_update_every). No-op with LoRA,
-    where the reference is the base model and stays the iteration's starting point by design."""
-    if models.reference is not None:
-        src = _unwrap(models.policy).state_dict()
-        models.reference.load_state_dict(src)
+def refresh_reference(models: Models) -> bool:
+    """Reference := current policy (iteration boundary / ref_update_every); True if it changed.
+    No-op with LoRA, where the reference is the base model (adapters disabled) by design."""
+    if models.reference is None:
+        return False
+    models.reference.load_state_dict(_unwrap(models.policy).state_dict())
+    return True
 
 
 def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

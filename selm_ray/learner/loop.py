@@ -21,7 +21,7 @@ import torch
 
 from selm_ray.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
-from selm_ray.learner.batching import collate, kept, split_logps
+from selm_ray.learner.batching import collate, engine_reference_logps, kept, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
 from selm_ray.losses import compute_loss, get_loss, sequence_logps
 
@@ -32,6 +32,7 @@ class LearnerState:
     version: int = 0
     iteration: int = 0
     phase_step: int = 0
+    ref_version: int = 0  # the published version the reference model equals (-1: none)
 
 
 @dataclass
@@ -77,13 +78,18 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
     n = len(pairs)
     labels, mask = kept(batch, "input_ids"), kept(batch, "loss_mask")
     policy_lp = sequence_logps(engine.forward_logits(batch), labels, mask)
-    ref_lp = sequence_logps(engine.reference_logits(batch), labels, mask)
+    ref_lp = None
+    if cfg.learner.ref_logps_from_engine:
+        ref_lp = engine_reference_logps(pairs, batch, st.ref_version, spec.needs_ref_response)
+    ref_from_engine = ref_lp is not None
+    if ref_lp is None:
+        ref_lp = sequence_logps(engine.reference_logits(batch), labels, mask)
     logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
     loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
     lr = lr_at(st.phase_step, phase_steps, cfg.learner, min(st.iteration, cfg.schedule.iterations - 1))
     engine.set_lr(lr)
     metrics["grad_norm"] = engine.backward_step(loss)
-    metrics.update(lr=lr, pairs=n, chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
+    metrics.update(lr=lr, pairs=n, ref_from_engine=float(ref_from_engine), chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
                    rejected_tokens=sum(p.rejected_tokens for p in pairs) / n)
     return metrics
 
@@ -137,7 +143,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if resume:  # the model path above IS that checkpoint; now its optimizer and counters
         engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
         saved = checkpoint.load_state(Path(resume))
-        st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__})
+        st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__ if k in saved})
     save = lambda: _checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank, buffer)  # noqa: E731
     try:
         _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps, save)
@@ -170,7 +176,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             continue
         if d.kind == "end_iteration":
             _publish(engine, st, channel, rank)
-            refresh_reference(engine.models)
+            if refresh_reference(engine.models):
+                st.ref_version = st.version  # pi_ref of the next iteration = what generators now serve
             st.iteration, st.phase_step = st.iteration + 1, 0
             save()  # every iteration boundary is a resumable point
             if rank == 0:
@@ -186,10 +193,13 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         metrics["step_seconds"] = time.time() - t_step
         st.step, st.phase_step = st.step + 1, st.phase_step + 1
         if sched.mode == "async":
-            if st.step % sched.sync_every == 0:
+            published = st.step % sched.sync_every == 0
+            if published:
                 _publish(engine, st, channel, rank)
             if sched.ref_update_every and st.step % sched.ref_update_every == 0:
-                refresh_reference(engine.models)
+                if refresh_reference(engine.models):
+                    # equal to a served version only if these very weights were just published
+                    st.ref_version = st.version if published else -1
             if cfg.learner.checkpoint_every and st.step % cfg.learner.checkpoint_every == 0:
                 save()
         if rank == 0:

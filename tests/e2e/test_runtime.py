@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,8 +49,6 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     assert sorted(_served_ids(run_dir)) == sorted(_pair_ids(run_dir)) and len(set(_pair_ids(run_dir))) == s["pairs"]
     # the generator serves exactly the weights the learner saved (vLLM fuses qkv/gate_up, sums survive)
     ckpt = s["checkpoint"]
-    from pathlib import Path
-
     gen_sum = s["generators"][0]["weights_checksum"]
     assert gen_sum == pytest.approx(_checkpoint_checksum(Path(ckpt)), rel=1e-6)
     base_sum = _checkpoint_checksum(tiny_model_path)
@@ -57,6 +56,8 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert steps and all("logps/ref_response_gap" in m for m in steps)  # the SELM term was computed
+    # iterative: every pair was sampled by the reference policy, so vLLM's log-probs served as pi_ref
+    assert all(m["ref_from_engine"] == 1.0 for m in steps)
     assert [m["version"] for m in metrics if m.get("event") == "iteration_end"] == [1, 2]
 
 
@@ -157,3 +158,29 @@ def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
     assert s["learner_error"] is None and s["prompts"] == 4 and s["judge_failure_rate"] == 0.0
     assert s["pairs"] >= 1 and s["learner_steps"] >= 1 and s["policy_version"] == 1
     assert s["generators"][0]["version"] == 1
+
+
+def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_model_path):
+    import os
+    import signal
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selm_ray.cli", "train", SMOKE, "--run-dir", str(run_dir), "--set",
+         f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pairs_log = run_dir / "buffer" / "pairs.jsonl"
+    deadline = time.time() + 300
+    while not (pairs_log.is_file() and len(pairs_log.read_text().splitlines()) >= 8):
+        assert proc.poll() is None and time.time() < deadline, "run ended before any pairs"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stop requested" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["prompts"] < 80 and summary["checkpoint"]  # stopped early, checkpoint written
+    assert (Path(summary["checkpoint"]) / "model.safetensors").is_file()
+    ids = _pair_ids(run_dir)
+    assert len(ids) == len(set(ids))
+    assert sorted(_served_ids(run_dir)) == sorted(ids)  # the buffer was drained into the learner
