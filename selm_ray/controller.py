@@ -73,6 +73,7 @@ class Controller:
         self._held: list | None = None
         self.learn_seconds = 0.0
         self.loop_t0 = time.time()
+        self._pending_syncs: list[Any] = []
 
     # -- start-up ---------------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
@@ -261,6 +262,15 @@ class Controller:
             # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
             self.counters.weight_sync_seconds += [self._await_update(a, r, version, box[0]) for a, r in sent]
             self._log(f"weights v{version} loaded by {len(sent)} engine(s)")
+        else:
+            self._pending_syncs += [r for _, r in sent]  # async: timed when done, never waited on
+        done, self._pending_syncs = ray.wait(self._pending_syncs, num_returns=len(self._pending_syncs),
+                                             timeout=0) if self._pending_syncs else ([], [])
+        for ref in done:
+            try:
+                self.counters.weight_sync_seconds.append(ray.get(ref))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                pass  # that engine restarted and caught up by itself (see catch_up)
 
     @staticmethod
     def _await_update(actor: Any, ref: Any, version: int, weights: Any) -> float:
@@ -289,7 +299,8 @@ class Controller:
         self._last_log = time.time()
         c, m = self.counters, getattr(self, "_last_metrics", {})
         loss = f"{m['loss']:.4f}" if "loss" in m else "-"
-        self._log(f"iter {iteration + 1} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
+        where = "async" if self.cfg.schedule.mode == "async" else f"iter {iteration + 1}"
+        self._log(f"{where} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
                   f"{c.judge_failures}/{c.candidates} | learner step {m.get('step', 0)} v{m.get('version', 0)} "
                   f"loss {loss}")
 
@@ -311,6 +322,11 @@ class Controller:
 
     def _summary(self) -> dict[str, Any]:
         c = self.counters
+        for ref in self._pending_syncs:
+            try:
+                c.weight_sync_seconds.append(ray.get(ref))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                pass
         state = ray.get(self.channel.state.remote())
         stats = ray.get(self.buffer.stats.remote())
         gen_stats = ray.get([a.stats.remote() for a in self.gens.actors])

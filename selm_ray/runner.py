@@ -11,19 +11,22 @@ from typing import Any
 from selm_ray.config import Config
 
 
-def _init_ray(cfg: Config) -> None:
+def _init_ray(cfg: Config, namespace: str) -> None:
+    """Join the configured (or job's) cluster, else start a local one; one namespace per run so
+    two runs on one cluster never see each other's named actors."""
     import ray
 
     c = cfg.cluster
-    if c.address:
-        ray.init(address=c.address)  # an existing cluster: never start a private one
+    address = c.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=namespace)  # never a private cluster then
         return
     # Ray schedules by logical CPUs: give every actor its declared share even on a 2-core box;
     # real thread counts are set per actor (threads_per_actor).
     need = c.num_generators * c.generator_cpus + c.num_judges * c.judge_cpus
     need += cfg.learner.num_workers * c.learner_cpus + 1
     ray.init(num_cpus=max(int(need + 0.999), os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True)
+             dashboard_host="127.0.0.1", log_to_driver=True, namespace=namespace)
 
 
 def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
@@ -40,7 +43,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
     if resume and checkpoint.latest(run_dir) is None:  # fail before starting anything
         raise ResumeError(f"{run_dir}: no complete checkpoint under checkpoints/ to resume from")
-    _init_ray(cfg)
+    _init_ray(cfg, namespace=run_id)
     try:
         ctl = Controller(cfg, run_dir, run_id, resume=resume)
         ctl.install_signal_handlers()

@@ -184,3 +184,19 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     ids = _pair_ids(run_dir)
     assert len(ids) == len(set(ids))
     assert sorted(_served_ids(run_dir)) == sorted(ids)  # the buffer was drained into the learner
+
+
+def test_lora_learner_publishes_merged_weights(tmp_path, tiny_model_path):
+    from transformers import AutoModelForCausalLM
+
+    s = _train(tmp_path, f"model.path={tiny_model_path}", "learner.lora_rank=4", "learner.lora_alpha=8")
+    assert s["learner_error"] is None and s["policy_version"] == 2 and s["learner_steps"] >= 4
+    assert s["generators"][0]["version"] == 2
+    # the checkpoint is a plain (merged) HF model, no adapter keys, and it moved off the base
+    ckpt = Path(s["checkpoint"])
+    keys = load_file(ckpt / "model.safetensors").keys()
+    assert not [k for k in keys if "lora" in k or "base_layer" in k]
+    AutoModelForCausalLM.from_pretrained(ckpt)
+    base = load_file(tiny_model_path / "model.safetensors")
+    new = load_file(ckpt / "model.safetensors")
+    assert any(not torch.equal(base[k], new[k]) for k in base if "proj" in k)
