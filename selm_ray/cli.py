@@ -63,6 +63,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary.get("learner_error") is None else 1
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from selm_ray.submit import follow_hint, submit
+
+    load_config(args.config, args.overrides)  # a bad config fails here, before anything is sent
+    job_id = submit(args.config, args.address, args.overrides, args.working_dir)
+    print(follow_hint(args.address, job_id))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selm-ray", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -84,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run directory (default: <run.output_dir>/<name>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     t.set_defaults(func=_cmd_train)
+
+    sb = sub.add_parser("submit", help="submit a training job to a Ray cluster (Ray Jobs API)")
+    sb.add_argument("config", help="YAML config, relative to the working dir")
+    sb.add_argument("--address", required=True, help="dashboard address, e.g. http://127.0.0.1:8265")
+    sb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sb.add_argument("--working-dir", default=".", help="uploaded as the job's working dir (default .)")
+    sb.set_defaults(func=_cmd_submit)
 
     d = sub.add_parser("demo", help="one generate -> judge -> pair pass on the configured model")
     _add_config_args(d)

@@ -183,6 +183,11 @@ class ClusterConfig:
     threads_per_actor: int = 1  # real torch/OMP threads each generator/judge may use
     learner_threads: int = 1  # torch threads per learner worker (often the busiest stage)
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE per engine
+    # Custom resources (one unit per actor / learner worker) that place each pool on its own
+    # node group, e.g. generator_slot on the generator nodes (see cluster/); null: anywhere.
+    generator_slot: str | None = None
+    judge_slot: str | None = None
+    learner_slot: str | None = None
     tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:

@@ -21,12 +21,13 @@ def _init_ray(cfg: Config, namespace: str) -> None:
     if address:
         ray.init(address=address, namespace=namespace)  # never a private cluster then
         return
+    # address="local": always a new private cluster, never one some `ray start` left running here.
     # Ray schedules by logical CPUs: give every actor its declared share even on a 2-core box;
     # real thread counts are set per actor (threads_per_actor).
     need = c.num_generators * c.generator_cpus + c.num_judges * c.judge_cpus
     need += cfg.learner.num_workers * c.learner_cpus + 1
-    ray.init(num_cpus=max(int(need + 0.999), os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True, namespace=namespace)
+    ray.init(address="local", num_cpus=max(int(need + 0.999), os.cpu_count() or 1),
+             include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, namespace=namespace)
 
 
 def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,

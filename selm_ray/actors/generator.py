@@ -19,6 +19,16 @@ def build_engine(cfg: Config, model_path: str) -> Any:
                                     cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
 
 
+def _node_id() -> str | None:
+    """The Ray node this actor runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
 def catch_up(actor: Any, channel: Any) -> None:
     """Load the newest published weights, if any: a restarted actor must not silently serve v0."""
     if channel is None:
@@ -93,7 +103,7 @@ class Generator:
         return self.engine.weights_checksum()
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
+        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
                 "judge_busy_seconds": self.judge_busy_seconds, "candidates": self.judged,
                 "failures": self.judge_failures}

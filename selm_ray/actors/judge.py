@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from selm_ray.actors.generator import build_engine, catch_up
+from selm_ray.actors.generator import _node_id, build_engine, catch_up
 from selm_ray.config import Config, config_from_dict
 from selm_ray.records import Judgement, Rollout
 
@@ -55,5 +55,5 @@ class Judge:
         return seconds
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "busy_seconds": self.busy_seconds,
+        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "candidates": self.candidates, "failures": self.failures}

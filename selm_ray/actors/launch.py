@@ -37,6 +37,10 @@ def _options(name: str, cpus: float, gpus: float = 0.0, env: dict[str, str] | No
     return opts
 
 
+def _slot(name: str | None) -> dict[str, float] | None:
+    return {name: 1.0} if name else None
+
+
 def launch_channel(run_id: str, version: int = 0) -> Any:
     return ray.remote(LearnerChannel).options(**_options(f"{run_id}-channel", 0)).remote(version)
 
@@ -51,7 +55,8 @@ def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, chan
                      version: int = 0) -> Any:
     c = cfg.cluster
     name = f"{run_id}-generator-{index}"
-    opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus))
+    opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus),
+                    _slot(c.generator_slot))
     return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel, version)
 
 
@@ -59,7 +64,7 @@ def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path:
                  channel: Any, version: int = 0) -> Any:
     c = cfg.cluster
     name = f"{run_id}-judge-{index}"
-    opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus))
+    opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus), _slot(c.judge_slot))
     return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel, version)
 
 

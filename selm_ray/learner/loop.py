@@ -203,6 +203,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             if cfg.learner.checkpoint_every and st.step % cfg.learner.checkpoint_every == 0:
                 save()
         if rank == 0:
+            if st.step == 1:
+                metrics["node"] = ray.get_runtime_context().get_node_id()
             metrics.update(step=st.step, iteration=st.iteration, version=st.version,
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))
             ray.get(channel.report.remote(metrics))

@@ -26,6 +26,8 @@ def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_d
     resources = {"CPU": cfg.cluster.learner_cpus}
     if use_gpu:
         resources["GPU"] = cfg.cluster.learner_gpus
+    if cfg.cluster.learner_slot:
+        resources[cfg.cluster.learner_slot] = 1.0
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_path": model_path, "buffer": buffer,

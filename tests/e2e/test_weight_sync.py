@@ -24,7 +24,7 @@ def _scores(judge, rollouts):
 def test_update_weights_switches_engines_to_the_new_model(tmp_path, tiny_model_path, smollm2_tokenizer):
     other = build_tiny_causal_lm(tmp_path / "seed1", seed=1, tokenizer=smollm2_tokenizer)
     cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=12"])
-    ray.init(num_cpus=6, include_dashboard=False)
+    ray.init(address="local", num_cpus=6, include_dashboard=False)
     try:
         from safetensors.numpy import load_file
 
@@ -61,7 +61,7 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
     from selm_ray.records import CandidateScore, Judgement
 
     cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=10"])
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         gen = launch.launch_generator(cfg, "lp", 0, str(tiny_model_path), None)
         rollouts = ray.get(gen.generate.remote(PROMPTS, 5))

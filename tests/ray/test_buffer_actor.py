@@ -14,7 +14,7 @@ def _pair(i):
 
 
 def test_buffer_actor_survives_kill_and_dedupes_resends(tmp_path):
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         buf = launch.launch_buffer(load_config(), "t", str(tmp_path))
         assert ray.get(buf.add.remote([_pair(i) for i in range(5)])) == 5
