@@ -44,8 +44,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path(cfg.run.output_dir) / f"{cfg.run.name}-onepass-{time.strftime('%Y%m%d-%H%M%S')}")
-    print("selm-ray demo: one generate -> judge -> pair pass (no training; the full online loop is "
-          "`selm-ray train`, once the runtime lands)", flush=True)
+    print("selm-ray demo: one generate -> judge -> pair pass, no training (the online loop is "
+          "`selm-ray train`)", flush=True)
     summary = run_one_pass(cfg, args.prompts, run_dir)
     print(json.dumps(summary, indent=2))
     print(f"pairs written to {run_dir / 'pairs.jsonl'}")

@@ -1,8 +1,8 @@
 """One generate -> judge -> pair pass on the configured model, no training.
 
-This is what `selm-ray demo` runs until the distributed runtime exists: real vLLM generation
-(n sampled candidates + greedy y_ref), real judging (self-judge rubric or a reward model) and the
-pair rule, with every pair written to ``<run_dir>/pairs.jsonl``. It runs in one process.
+`selm-ray demo`: a quick look at what a model and judge produce, without Ray or training. Real vLLM
+generation (n sampled candidates + greedy y_ref), real judging (self-judge rubric or a reward
+model) and the pair rule, with every pair written to ``<run_dir>/pairs.jsonl``; one process.
 """
 from __future__ import annotations
 
@@ -14,37 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from selm_ray.config import Config, dump_config
-from selm_ray.data import load_prompts, render_prompt, shuffled
+from selm_ray.data import load_prompts, shuffled
 from selm_ray.models import resolve_model
 from selm_ray.pairs import build_pair
-from selm_ray.records import Candidate, Rollout
 
 
 def _log(t0: float, msg: str) -> None:
     print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
-
-
-def _make_judge(cfg: Config, engine: Any) -> Any:
-    from selm_ray.engines.judges import RewardModelJudge, SelfJudge
-
-    j = cfg.judge
-    if j.kind == "reward_model":
-        return RewardModelJudge(resolve_model(j.reward_model or ""))
-    return SelfJudge(engine, j.mode, j.num_samples, j.min_valid, j.temperature, j.max_new_tokens,
-                     seed=cfg.run.seed)
-
-
-def _rollouts(cfg: Config, engine: Any, records: list) -> list[Rollout]:
-    g = cfg.generation
-    prompts = [render_prompt(engine.tokenizer, r.messages) for r in records]
-    samples = engine.generate(prompts, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
-                              version=0, seed=cfg.run.seed)
-    refs = engine.greedy(prompts, g.max_new_tokens, version=0) if g.ref_response else [None] * len(records)
-    out = []
-    for rec, text, cands, ref in zip(records, prompts, samples, refs):
-        extras = [Candidate(e, len(engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
-        out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref))
-    return out
 
 
 def _summary(rollouts, judgements, outcomes, pairs) -> dict[str, Any]:
@@ -74,7 +50,8 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     # In-process engine: no engine-core subprocess to spawn, which a plain CLI process would need
     # to guard against re-importing.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
+    from selm_ray.actors.generator import Generator
+    from selm_ray.engines.judges import RewardModelJudge
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
@@ -84,13 +61,14 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
                                    cfg.data.extra_candidates, cfg.data.max_prompts)
     records = shuffled(records, cfg.data.shuffle_seed)[:num_prompts]
     _log(t0, f"{len(records)} prompts from {report.source} ({report.kept} valid, {report.skipped} skipped)")
-    engine = VLLMEngine(EngineOptions(model, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
-                                      cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
+    gen = Generator(cfg.to_dict(), model)  # the same class the runtime runs as a Ray actor
     _log(t0, "vLLM engine ready; generating")
-    rollouts = _rollouts(cfg, engine, records)
+    rollouts = gen.generate(records, seed=cfg.run.seed)
     _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
-    judge = _make_judge(cfg, engine)
-    judgements = judge.judge(rollouts)
+    if cfg.judge.kind == "reward_model":
+        judgements = RewardModelJudge(resolve_model(cfg.judge.reward_model or "")).judge(rollouts)
+    else:
+        judgements = gen.judge(rollouts)  # self-judge on the same engine
     outcomes = [build_pair(r, j, cfg.judge.min_margin) for r, j in zip(rollouts, judgements)]
     pairs = [o.pair for o in outcomes if o.pair is not None]
     with (run_dir / "pairs.jsonl").open("w") as fh:

@@ -78,13 +78,11 @@ class Generator:
 
     def judge(self, rollouts: Sequence[Rollout]) -> list[Any]:
         """Self-judge with this generator's own engine (judge.colocate)."""
-        from selm_ray.engines.judges import SelfJudge
+        from selm_ray.engines.judges import make_self_judge
 
         t0 = time.time()
-        j = self.cfg.judge
         if self._judge is None:
-            self._judge = SelfJudge(self.engine, j.mode, j.num_samples, j.min_valid, j.temperature,
-                                    j.max_new_tokens, seed=self.cfg.run.seed)
+            self._judge = make_self_judge(self.cfg, self.engine)
         self._judge.version = self.version
         out = self._judge.judge(rollouts)
         self.judge_busy_seconds += time.time() - t0

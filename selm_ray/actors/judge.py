@@ -12,7 +12,7 @@ from selm_ray.records import Judgement, Rollout
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
                  name: str = "judge", channel: Any = None, version: int = 0) -> None:
-        from selm_ray.engines.judges import RewardModelJudge, SelfJudge
+        from selm_ray.engines.judges import RewardModelJudge, make_self_judge
 
         self.cfg: Config = config_from_dict(config)
         self.name = name
@@ -25,8 +25,7 @@ class Judge:
             self.impl: Any = RewardModelJudge(reward_model_path or "")
         else:
             self.engine = build_engine(self.cfg, model_path)
-            self.impl = SelfJudge(self.engine, j.mode, j.num_samples, j.min_valid, j.temperature,
-                                  j.max_new_tokens, seed=self.cfg.run.seed)
+            self.impl = make_self_judge(self.cfg, self.engine)
         self.version = version
         if self.engine is not None:
             self.impl.version = version

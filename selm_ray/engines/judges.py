@@ -76,6 +76,13 @@ class SelfJudge:
         return out
 
 
+def make_self_judge(cfg: Any, engine: Any) -> SelfJudge:
+    """The configured self-judge (``cfg`` is the run Config) on a VLLMEngine."""
+    j = cfg.judge
+    return SelfJudge(engine, j.mode, j.num_samples, j.min_valid, j.temperature, j.max_new_tokens,
+                     seed=cfg.run.seed)
+
+
 class RewardModelJudge:
     """A Hugging Face sequence-classification model scoring (prompt, response) pairs."""
 

@@ -23,50 +23,58 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def head(tmp_path, selm_home, monkeypatch):
+def head(tmp_path, selm_home):
     port, dash = _free_port(), _free_port()
     # token authentication on, with a token of our own that every client below presents
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    for k, v in auth.items():
-        monkeypatch.setenv(k, v)
     env = {**os.environ, **auth, "SELM_RAY_HOME": str(selm_home), "RAY_ADDRESS": ""}
     # --block keeps `ray start` in the foreground; ending its process group stops exactly this
     # head (`ray stop` would stop every Ray on the machine, other test sessions' included)
+    log_path = tmp_path / "head.log"
+    log = log_path.open("w")
     proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
-        _wait_for_dashboard(address, proc)
+        _wait_for_dashboard(address, proc, env, log_path)
         yield address, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        _stop(proc)
+
+
+def _stop(proc):
+    for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 30)):
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_dashboard(address, proc, timeout=180):
-    from ray.job_submission import JobSubmissionClient
-
-    deadline = time.time() + timeout
-    while True:
-        assert proc.poll() is None, "ray start --head exited"
-        try:
-            JobSubmissionClient(address).list_jobs()
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
             return
-        except Exception:
-            assert time.time() < deadline, "the head's dashboard never came up"
-            time.sleep(1)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _ray(env, *args, timeout=120):
+    """Ray's CLI in a subprocess: it reads the auth token from env at start, where an in-process
+    client would keep whatever auth mode this test process saw when it first imported ray."""
+    return subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _wait_for_dashboard(address, proc, env, log_path, timeout=180):
+    deadline = time.time() + timeout
+    while _ray(env, "job", "list", "--address", address).returncode != 0:
+        assert proc.poll() is None, f"ray start --head exited: {log_path.read_text()[-3000:]}"
+        assert time.time() < deadline, "the head's dashboard never came up"
+        time.sleep(1)
 
 
 def _submit(address, env, *args):
-    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--no-wait",
+    cmd = ["job", "submit", "--address", address, "--working-dir", str(ROOT), "--no-wait",
            "--runtime-env", str(ROOT / "jobs/runtime_env.yaml"), "--", "python", "jobs/train.py", *args]
     for _ in range(30):  # the head's job agent may come up a little after its dashboard
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        out = _ray(env, *cmd, timeout=300)
         if out.returncode == 0 or "No available agent" not in out.stderr:
             break
         time.sleep(2)
@@ -75,14 +83,15 @@ def _submit(address, env, *args):
 
 
 def _wait(address, env, job, timeout=900):
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(address)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = str(client.get_job_status(job))
-        if status.split(".")[-1] in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return status.split(".")[-1], client.get_job_logs(job)
+        out = _ray(env, "job", "status", "--address", address, job)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # the CLI may colour its output
+        # the CLI prints "Job '<id>' succeeded / failed / was stopped" once the job has ended
+        m = re.search(r"Job '[^']+' (succeeded|failed|was stopped)", text)
+        if m:
+            status = {"succeeded": "SUCCEEDED", "failed": "FAILED", "was stopped": "STOPPED"}[m.group(1)]
+            return status, _ray(env, "job", "logs", "--address", address, job).stdout
         time.sleep(2)
     raise AssertionError(f"job {job} still running after {timeout}s")
 
