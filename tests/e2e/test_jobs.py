@@ -27,7 +27,10 @@ def head(tmp_path, selm_home):
     port, dash = _free_port(), _free_port()
     # token authentication on, with a token of our own that every client below presents
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    env = {**os.environ, **auth, "SELM_RAY_HOME": str(selm_home), "RAY_ADDRESS": ""}
+    env = {**os.environ, **auth, "SELM_RAY_HOME": str(selm_home), "RAY_ADDRESS": "",
+           # the head runs job entrypoints (`python ...`) with its own PATH: this environment's
+           # python, as on a cluster whose nodes have selm-ray installed
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     # --block keeps `ray start` in the foreground; ending its process group stops exactly this
     # head (`ray stop` would stop every Ray on the machine, other test sessions' included)
     log_path = tmp_path / "head.log"
