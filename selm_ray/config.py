@@ -200,6 +200,29 @@ class ClusterConfig:
 
 
 @dataclass
+class AutoscaleConfig:
+    """Resize the generator/judge pools from what the learner and buffer see (selm_ray/autoscale.py)."""
+    enabled: bool = False
+    min_generators: int = 1
+    max_generators: int = 4
+    min_judges: int = 1
+    max_judges: int = 4
+    interval_seconds: float = 30.0  # at most one change per window
+    grow_wait_fraction: float = 0.3  # grow when the learner waited this share of a window
+    shrink_fill_fraction: float = 0.9  # shrink when the buffer is this full (or pairs went stale)
+
+    def __post_init__(self) -> None:
+        for pool in ("generators", "judges"):
+            lo, hi = getattr(self, f"min_{pool}"), getattr(self, f"max_{pool}")
+            _check(lo >= 1, f"min_{pool}", f"must be >= 1, got {lo}")
+            _check(hi >= lo, f"max_{pool}", f"must be >= min_{pool} ({lo}), got {hi}")
+        _check(self.interval_seconds > 0, "interval_seconds", f"must be > 0, got {self.interval_seconds}")
+        for name in ("grow_wait_fraction", "shrink_fill_fraction"):
+            v = getattr(self, name)
+            _check(0 < v <= 1, name, f"must be in (0, 1], got {v}")
+
+
+@dataclass
 class RunConfig:
     name: str = "selm"
     output_dir: str = "runs"
@@ -217,6 +240,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def __post_init__(self) -> None:
         lrs = self.learner.lr_by_iteration
@@ -225,6 +249,12 @@ class Config:
         if self.learner.loss == "selm":
             _check(self.generation.ref_response, "generation.ref_response",
                    "must be true with learner.loss selm (the optimism term needs y_ref)")
+        a, c = self.autoscale, self.cluster
+        if a.enabled:
+            _check(a.min_generators <= c.num_generators <= a.max_generators, "cluster.num_generators",
+                   f"{c.num_generators} is outside autoscale [{a.min_generators}, {a.max_generators}]")
+            _check(c.num_judges <= a.max_judges or self.judge.colocate, "cluster.num_judges",
+                   f"{c.num_judges} is above autoscale.max_judges ({a.max_judges})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

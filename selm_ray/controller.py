@@ -27,22 +27,11 @@ from selm_ray.learner import checkpoint
 from selm_ray.learner.checkpoint import ResumeError
 from selm_ray.learner.trainer import build_trainer
 from selm_ray.models import resolve_model
+from selm_ray.operate import Operator
 from selm_ray.pairs import build_pair
-from selm_ray.policies import least_loaded
+from selm_ray.pool import Pool
 
 MAX_INFLIGHT = 2
-
-
-@dataclass
-class Pool:
-    kind: str
-    actors: list[Any]
-    inflight: list[int] = field(default_factory=list)
-    version: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.inflight = [0] * len(self.actors)
-        self.version = [0] * len(self.actors)
 
 
 @dataclass
@@ -74,10 +63,26 @@ class Controller:
         self.learn_seconds = 0.0
         self.loop_t0 = time.time()
         self._pending_syncs: list[Any] = []
+        self.last_metrics: dict[str, Any] = {}
+        self.iteration = 0
 
     # -- start-up ---------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
+    def log(self, msg: str) -> None:
         print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
+
+    _log = log
+
+    def write_metrics(self, row: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+
+    def launch_member(self, kind: str, index: int) -> tuple[Any, str]:
+        """Start one generator or judge actor (it loads the newest published weights itself)."""
+        v, name = self.start_version, f"{self.run_id}-{kind}-{index}"
+        if kind == "generator":
+            return launch.launch_generator(self.cfg, self.run_id, index, self.model_path, self.channel, v), name
+        return launch.launch_judge(self.cfg, self.run_id, index, self._judge_path, self._rm_path,
+                                   self.channel, v), name
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,28 +96,26 @@ class Controller:
         if self.resume:
             self._prepare_resume()
         v = self.start_version
-        judge_path = self.model_path if self.cfg.judge.follow_policy else base_path
-        rm = resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model" else None
+        self._judge_path = self.model_path if self.cfg.judge.follow_policy else base_path
+        self._rm_path = (resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model"
+                         else None)
         self.channel = launch.launch_channel(self.run_id, v)
         self.buffer = launch.launch_buffer(self.cfg, self.run_id, str(self.run_dir / "buffer"))
-        self.gens = Pool("generator", [launch.launch_generator(self.cfg, self.run_id, i, self.model_path,
-                                                               self.channel, v)
-                                       for i in range(c.num_generators)])
-        if self.cfg.judge.colocate:  # the generators judge too: one pool, shared in-flight counts
-            self.judges = self.gens
-        else:
-            self.judges = Pool("judge", [launch.launch_judge(self.cfg, self.run_id, i, judge_path, rm,
-                                                                 self.channel, v)
-                                         for i in range(c.num_judges)])
-        self.gens.version = [v] * len(self.gens.actors)
-        self.judges.version = [v] * len(self.judges.actors)
+        self.gens = Pool("generator", target=c.num_generators)
+        # judge.colocate: the generators judge too: one pool, shared in-flight counts
+        self.judges = self.gens if self.cfg.judge.colocate else Pool("judge", target=c.num_judges)
+        self.ops = Operator(self)
+        self.ops.launch(self.gens, c.num_generators)
+        if not self.cfg.judge.colocate:
+            self.ops.launch(self.judges, c.num_judges)
         judges = "judging in the generators" if self.cfg.judge.colocate else f"{c.num_judges} judge(s)"
         self._log(f"started {c.num_generators} generator(s), {judges}; model {self.model_path}")
         trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir,
                                 self.resume_from)
         self.learner_thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
         self.learner_thread.start()
-        ray.get([a.ready.remote() for a in {*self.gens.actors, *self.judges.actors}])
+        self.ops.admit(block=True)
+        self.ops.state = "running"
         self._log("engines ready")
 
     def _prepare_resume(self) -> None:
@@ -158,6 +161,7 @@ class Controller:
             for t, chunk in enumerate(slices):
                 if t < self.start_iteration:
                     continue
+                self.iteration = t
                 self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():
@@ -168,8 +172,11 @@ class Controller:
         else:
             self._stream([r for chunk in slices for r in chunk], iteration=0)
         ray.get(self.channel.request_stop.remote())
+        self.ops.state = "finishing"
         self._wait_learner()
-        return self._summary()
+        summary = self._summary()
+        self.ops.close()
+        return summary
 
     def _batches(self, records: list[PromptRecord]) -> deque:
         n = max(1, self.cfg.learner.batch_size)
@@ -189,7 +196,8 @@ class Controller:
     def _pump(self, todo: deque, inflight: dict, iteration: int) -> None:
         while (todo or inflight) and not self.stop_event.is_set():
             self._check_learner()
-            while todo and min(self.gens.inflight) < MAX_INFLIGHT:
+            self.ops.tick()
+            while todo and self.gens.min_inflight() < MAX_INFLIGHT:
                 self._submit(self.gens, "generate", todo.popleft(), inflight)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
@@ -199,22 +207,26 @@ class Controller:
             self._progress(iteration)
 
     def _submit(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
-        i = least_loaded(pool.inflight)
-        pool.inflight[i] += 1
-        ref = getattr(pool.actors[i], method).remote(payload)
-        inflight[ref] = (pool, i, method, payload)
+        member = pool.pick()
+        member.start_call()
+        ref = getattr(member.actor, method).remote(payload)
+        inflight[ref] = (pool, member, method, payload)
 
     def _collect(self, ref: Any, entry: tuple, inflight: dict) -> None:
-        pool, i, method, payload = entry
-        pool.inflight[i] -= 1
+        pool, member, method, payload = entry
+        member.end_call()
         try:
             result = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
             self.counters.retries += 1
-            self._log(f"{pool.kind} {i} failed ({type(e).__name__}); re-sending its work")
+            self._log(f"{member.name} failed ({type(e).__name__}); re-sending its work")
             # the restarted actor loads the newest weights itself (catch_up) before taking work
             self._submit(pool, method, payload, inflight)
             return
+        if method == "generate":
+            member.tokens += sum(c.num_tokens for r in result for c in r.candidates)
+        else:
+            member.candidates += sum(len(j.scores) for j in result)
         if method == "generate" and self._held is not None:
             self._held.append(result)
         elif method == "generate":
@@ -234,6 +246,7 @@ class Controller:
                 pairs.append(outcome.pair)
                 c.chosen_scores.append(outcome.pair.chosen_score)
                 c.rejected_scores.append(outcome.pair.rejected_score)
+        self.ops.live.add_pairs(pairs)
         # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
         c.pairs += launch.call_with_retry(self.buffer.add, pairs)
         c.prompts_done += len(rollouts)
@@ -242,10 +255,14 @@ class Controller:
     def _wait_for_version(self, version: int) -> None:
         while not self.stop_event.is_set():
             self._check_learner()
+            self.ops.tick()
             if ray.get(self.channel.state.remote())["version"] >= version:
                 return
             self._progress(version - 1)
             time.sleep(0.2)
+
+    def push_weights(self) -> None:
+        self._push_weights()
 
     def _push_weights(self) -> None:
         """Send the newest published version to every engine that lacks it (object store, no disk)."""
@@ -254,10 +271,10 @@ class Controller:
             return
         sent = []
         for pool in {id(p): p for p in (self.gens, self.judges)}.values():
-            for i, actor in enumerate(pool.actors):
-                if pool.version[i] < version:
-                    sent.append((actor, actor.update_weights.remote(version, box[0])))
-                    pool.version[i] = version
+            for m in pool.members:
+                if m.version < version:
+                    sent.append((m.actor, m.actor.update_weights.remote(version, box[0])))
+                    m.version = version
         if sent and self.cfg.schedule.mode != "async":
             # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
             self.counters.weight_sync_seconds += [self._await_update(a, r, version, box[0]) for a, r in sent]
@@ -290,14 +307,14 @@ class Controller:
             for k, v in m.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time") and "step" in m:
                     self._tb.add_scalar(f"learner/{k}", v, m["step"])
-            self._last_metrics = m
+            self.last_metrics = m
         self._metrics.flush()
 
     def _progress(self, iteration: int, force: bool = False) -> None:
         if not force and time.time() - self._last_log < 5:
             return
         self._last_log = time.time()
-        c, m = self.counters, getattr(self, "_last_metrics", {})
+        c, m = self.counters, self.last_metrics
         loss = f"{m['loss']:.4f}" if "loss" in m else "-"
         where = "async" if self.cfg.schedule.mode == "async" else f"iter {iteration + 1}"
         self._log(f"{where} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
@@ -307,6 +324,7 @@ class Controller:
     def _wait_learner(self) -> None:
         while self.learner_thread.is_alive():
             self._check_learner()
+            self.ops.tick()
             self._progress(self.cfg.schedule.iterations - 1)
             self.learner_thread.join(timeout=0.5)
         self._check_learner()
@@ -329,8 +347,9 @@ class Controller:
                 pass
         state = ray.get(self.channel.state.remote())
         stats = ray.get(self.buffer.stats.remote())
-        gen_stats = ray.get([a.stats.remote() for a in self.gens.actors])
-        judge_stats = gen_stats if self.judges is self.gens else ray.get([a.stats.remote() for a in self.judges.actors])
+        gen_stats = ray.get([m.actor.stats.remote() for m in self.gens.members])
+        judge_stats = gen_stats if self.judges is self.gens else ray.get([m.actor.stats.remote()
+                                                                          for m in self.judges.members])
         mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
         loop_s = time.time() - self.loop_t0
         busy = {"generate": sum(g["busy_seconds"] for g in gen_stats),
@@ -348,6 +367,7 @@ class Controller:
             "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
             "generators": gen_stats, "judges": [] if self.judges is self.gens else judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
+            "pool_events": self.ops.events,
             "loop_seconds": round(loop_s, 1),
             "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),

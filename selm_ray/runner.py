@@ -24,27 +24,35 @@ def _init_ray(cfg: Config, namespace: str) -> None:
     # address="local": always a new private cluster, never one some `ray start` left running here.
     # Ray schedules by logical CPUs: give every actor its declared share even on a 2-core box;
     # real thread counts are set per actor (threads_per_actor).
-    need = c.num_generators * c.generator_cpus + c.num_judges * c.judge_cpus
+    a = cfg.autoscale
+    gens, judges = (a.max_generators, a.max_judges) if a.enabled else (c.num_generators, c.num_judges)
+    need = gens * c.generator_cpus + judges * c.judge_cpus
     need += cfg.learner.num_workers * c.learner_cpus + 1
     ray.init(address="local", num_cpus=max(int(need + 0.999), os.cpu_count() or 1),
              include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, namespace=namespace)
 
 
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
 def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
-          resume: bool = False) -> dict[str, Any]:
+          resume: bool = False, run_id: str | None = None) -> dict[str, Any]:
     """Run the whole online loop; ``controller_hook(controller)`` runs once the actors are up
-    (tests use it to inject faults)."""
+    (tests use it to inject faults). ``run_id`` names the run and its Ray namespace (what
+    `selm-ray stats/scale --run` take); default: name-time-random."""
     import ray
 
     from selm_ray.controller import Controller
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
 
-    run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run_id = run_id or new_run_id(cfg.run.name)
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
     if resume and checkpoint.latest(run_dir) is None:  # fail before starting anything
         raise ResumeError(f"{run_dir}: no complete checkpoint under checkpoints/ to resume from")
     _init_ray(cfg, namespace=run_id)
+    print(f"run {run_id}: namespace {run_id}, directory {run_dir}", flush=True)
     try:
         ctl = Controller(cfg, run_dir, run_id, resume=resume)
         ctl.install_signal_handlers()

@@ -22,6 +22,7 @@ class LearnerChannel:
         self.error: str | None = None
         self._metrics: list[dict[str, Any]] = []
         self.publish_seconds: list[float] = []
+        self.wait_seconds = 0.0  # the learner's time waiting on the buffer
 
     # controller side ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -32,7 +33,8 @@ class LearnerChannel:
 
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "step": self.step, "iteration": self.iteration,
-                "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error}
+                "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error,
+                "wait_seconds": self.wait_seconds}
 
     def latest_weights(self) -> tuple[int, list[Any] | None]:
         return self.version, self.weights
@@ -53,6 +55,9 @@ class LearnerChannel:
         self.step = metrics.get("step", self.step)
         self.iteration = metrics.get("iteration", self.iteration)
         self._metrics.append({**metrics, "time": time.time()})
+
+    def add_wait(self, seconds: float) -> None:
+        self.wait_seconds += seconds
 
     def finish(self, checkpoint: str | None, error: str | None = None) -> None:
         self.finished, self.checkpoint, self.error = True, checkpoint, error

@@ -7,6 +7,7 @@ import ray
 
 from selm_ray.actors.buffer_actor import BufferActor
 from selm_ray.actors.channel import LearnerChannel
+from selm_ray.actors.control import CONTROL_NAME, ControlPlane
 from selm_ray.actors.generator import Generator
 from selm_ray.actors.judge import Judge
 from selm_ray.config import Config
@@ -43,6 +44,16 @@ def _slot(name: str | None) -> dict[str, float] | None:
 
 def launch_channel(run_id: str, version: int = 0) -> Any:
     return ray.remote(LearnerChannel).options(**_options(f"{run_id}-channel", 0)).remote(version)
+
+
+def launch_control(run_id: str) -> Any:
+    """The job's named control actor; found by `selm-ray stats/scale` in the run's namespace."""
+    return ray.remote(ControlPlane).options(**_options(CONTROL_NAME, 0)).remote(run_id)
+
+
+def stop_actor(actor: Any) -> None:
+    """End a drained pool member for good (no restart)."""
+    ray.kill(actor, no_restart=True)
 
 
 def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:

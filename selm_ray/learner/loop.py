@@ -167,12 +167,17 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
     import ray
 
     sched = cfg.schedule
+    waited = 0.0  # seconds spent waiting on the buffer, not yet reported
     while True:
         d = _broadcast(_decide(cfg, st, buffer, channel, world) if rank == 0 else None, world)
         if d.kind == "stop":
             return
         if d.kind == "wait":
             time.sleep(0.1)
+            waited += 0.1
+            if rank == 0 and waited >= 1.0:  # the autoscaler grows producers on this signal
+                channel.add_wait.remote(waited)
+                waited = 0.0
             continue
         if d.kind == "end_iteration":
             _publish(engine, st, channel, rank)

@@ -100,7 +100,7 @@ def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_m
         def run():
             while ctl.counters.pairs < 4:
                 time.sleep(0.1)
-            ray.kill(ctl.gens.actors[0], no_restart=False)  # Ray restarts both (max_restarts)
+            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts both (max_restarts)
             ray.kill(ctl.buffer, no_restart=False)
             killed["at_pairs"] = ctl.counters.pairs
 
