@@ -14,12 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="YAML config (see jobs/configs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-dir", help="run directory on the driver's node")
+    p.add_argument("--run-id", help="run id and Ray namespace (what `selm-ray stats/scale --run` take); "
+                   "pass the same value as `ray job submit --submission-id` to use one id for both")
     args = p.parse_args(argv)
     from selm_ray.cli import main as cli_main
 
     cmd = ["train", args.config] + [x for o in args.overrides for x in ("--set", o)]
     if args.run_dir:
         cmd += ["--run-dir", args.run_dir]
+    if args.run_id:
+        cmd += ["--run-id", args.run_id]
     return cli_main(cmd)
 
 

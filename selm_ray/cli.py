@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from selm_ray.config import ConfigError, dump_config, load_config
 from selm_ray.data import DataError
@@ -13,6 +15,31 @@ from selm_ray.learner.checkpoint import ResumeError
 from selm_ray.models import PREPARERS, ModelError, is_prepared, models_dir, prepare_model
 
 USER_ERRORS = (ConfigError, DataError, ModelError, ResumeError)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def _late_errors() -> tuple[type, ...]:
+    """User errors of the commands whose modules are imported only when used."""
+    from selm_ray.attach import AttachError
+    from selm_ray.report import ReportError
+
+    return (AttachError, ReportError)
+
+
+def _run_id(value: str) -> str:
+    if not RUN_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use letters, digits, '.', '_' or '-' (at most 80)")
+    return value
+
+
+def _pool_size(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= 1")
+    return n
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.resume or args.run_dir
-    summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume))
+    summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume), run_id=args.run_id)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("generators", "judges")}, indent=2))
     print(f"checkpoint: {summary['checkpoint']}")
     return 0 if summary.get("learner_error") is None else 1
@@ -66,9 +93,85 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from selm_ray.submit import follow_hint, submit
 
-    load_config(args.config, args.overrides)  # a bad config fails here, before anything is sent
-    job_id = submit(args.config, args.address, args.overrides, args.working_dir)
+    # a bad config fails here, before anything is sent
+    cfg = load_config(args.config, args.overrides)
+    from selm_ray.runner import new_run_id
+
+    run_id = args.run_id or new_run_id(cfg.run.name)
+    job_id = submit(args.config, args.address, args.overrides, args.working_dir, run_id)
     print(follow_hint(args.address, job_id))
+    return 0
+
+
+def _relay(args: argparse.Namespace, argv: list[str]) -> Any:
+    """A dashboard URL: run this command as a short job on the cluster, return its JSON."""
+    from selm_ray.attach import last_json, via_job
+
+    return last_json(via_job(args.address, argv))
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from selm_ray import attach
+    from selm_ray.livestats import render
+
+    run = ["--run", args.run] if args.run else []
+    if attach.is_dashboard_url(args.address):
+        get = lambda: _relay(args, ["stats", "--json", *run])  # noqa: E731
+    else:
+        attach.connect(args.address)
+        get = lambda: attach.snapshot(args.run)  # noqa: E731
+    if args.json:
+        print(json.dumps(get()))
+        return 0
+    seen = False
+    while True:
+        try:
+            snap = get()
+        except attach.AttachError:
+            if seen:  # it was live a moment ago: its controller is gone with the job
+                print("\nthe run has ended")
+                return 0
+            raise
+        seen = True
+        if args.watch:
+            print("\x1b[H\x1b[2J", end="")  # redraw in place
+        print(render(snap), flush=True)
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from selm_ray import attach
+
+    if args.generators is None and args.judges is None:
+        print("selm-ray: error: scale needs --generators and/or --judges", file=sys.stderr)
+        return 2
+    sizes = {k: v for k, v in (("generators", args.generators), ("judges", args.judges)) if v is not None}
+    if attach.is_dashboard_url(args.address):
+        argv = ["scale", *(["--run", args.run] if args.run else []), "--wait", str(args.wait)]
+        argv += [x for k, v in sizes.items() for x in (f"--{k}", str(v))]
+        print(json.dumps(_relay(args, argv)))
+        return 0
+    attach.connect(args.address)
+    run, queued = attach.request_scale(args.run, args.generators, args.judges)
+    out: dict[str, Any] = {"run": run, "requested": queued}
+    if args.wait:
+        snap = attach.wait_for_sizes(run, sizes, args.wait)
+        out["pools"] = {k: {x: p[x] for x in ("size", "starting", "draining", "target")}
+                        for k, p in snap.get("pools", {}).items()}
+    print(json.dumps(out))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from selm_ray.report import write_report
+
+    out = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"report: {out}")
     return 0
 
 
@@ -92,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(t)
     t.add_argument("--run-dir", help="run directory (default: <run.output_dir>/<name>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    t.add_argument("--run-id", type=_run_id, help="run id = Ray namespace (default: <run.name>-<time>-<random>)")
     t.set_defaults(func=_cmd_train)
 
     sb = sub.add_parser("submit", help="submit a training job to a Ray cluster (Ray Jobs API)")
@@ -99,7 +203,32 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--address", required=True, help="dashboard address, e.g. http://127.0.0.1:8265")
     sb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sb.add_argument("--working-dir", default=".", help="uploaded as the job's working dir (default .)")
+    sb.add_argument("--run-id", type=_run_id, help="run id, also the submission id (default: <run.name>-<time>-<random>)")
     sb.set_defaults(func=_cmd_submit)
+
+    address_help = ("Ray cluster address (host:6379, or auto on a cluster node) or dashboard URL "
+                    "(http://host:8265)")
+    st = sub.add_parser("stats", help="live statistics of a running job (buffer, judges, learner, pools)")
+    st.add_argument("--address", default="auto", help=address_help + " (default auto)")
+    st.add_argument("--run", type=_run_id, help="run id (default: the only live run)")
+    st.add_argument("--watch", action="store_true", help="refresh in place until the run ends or Ctrl-C")
+    st.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    st.add_argument("--json", action="store_true", help="print one snapshot as JSON")
+    st.set_defaults(func=_cmd_stats)
+
+    sc = sub.add_parser("scale", help="resize the generator / judge pools of a running job")
+    sc.add_argument("--address", default="auto", help=address_help + " (default auto)")
+    sc.add_argument("--run", type=_run_id, help="run id (default: the only live run)")
+    sc.add_argument("--generators", type=_pool_size, help="new generator pool size")
+    sc.add_argument("--judges", type=_pool_size, help="new judge pool size")
+    sc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait up to this long for the pools to reach the new sizes")
+    sc.set_defaults(func=_cmd_scale)
+
+    rp = sub.add_parser("report", help="charts (PNG) and a markdown summary of a run directory")
+    rp.add_argument("run_dir", help="a run directory (runs/<run id>)")
+    rp.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    rp.set_defaults(func=_cmd_report)
 
     d = sub.add_parser("demo", help="one generate -> judge -> pair pass on the configured model")
     _add_config_args(d)
@@ -116,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except USER_ERRORS + _late_errors() as e:
         print(f"selm-ray: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,4 @@
-"""The job's named control actor ("controller" in the run's namespace).
+"""The job's named control actor ("selm-ray-controller" in the run's namespace).
 
 The dispatch loop runs in the job driver; this actor is how the outside world reaches it:
 `selm-ray stats` reads the latest snapshot, `selm-ray scale` leaves a resize request that the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-CONTROL_NAME = "controller"
+CONTROL_NAME = "selm-ray-controller"
 
 # metric name -> (snapshot path, description); every gauge is tagged with the run id
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
