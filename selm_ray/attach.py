@@ -73,12 +73,15 @@ def request_scale(run: str | None, generators: int | None, judges: int | None) -
 
 
 def wait_for_sizes(run: str | None, want: dict[str, int], timeout: float) -> dict[str, Any]:
-    """Poll snapshots until every pool in ``want`` ({"generators": n, ...}) has n active actors."""
+    """Poll snapshots until every pool in ``want`` ({"generators": n, ...}) has n active actors,
+    none still starting and none still draining."""
     deadline = time.time() + timeout
     while True:
         snap = snapshot(run)
-        sizes = {f"{k}s": p["size"] for k, p in snap.get("pools", {}).items()}
-        if all(sizes.get(k) == n for k, n in want.items()) or time.time() > deadline:
+        pools = {f"{k}s": p for k, p in snap.get("pools", {}).items()}
+        settled = all(k in pools and (pools[k]["size"], pools[k]["starting"], pools[k]["draining"]) == (n, 0, 0)
+                      for k, n in want.items())
+        if settled or time.time() > deadline:
             return snap
         time.sleep(1.0)
 

@@ -110,7 +110,22 @@ def _relay(args: argparse.Namespace, argv: list[str]) -> Any:
     return last_json(via_job(args.address, argv))
 
 
-def _cmd_stats(args: argparse.Namespace) -> int:
+def _quiet_ray(func):
+    """Ray prints its own notices (e.g. raylet warnings) to sys.stdout of any connected driver;
+    send them to stderr so that stdout carries only what the command prints (its JSON)."""
+    def run(args: argparse.Namespace) -> int:
+        out, sys.stdout = sys.stdout, sys.stderr
+        try:
+            return func(args, out)
+        finally:
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                sys.modules["ray"].shutdown()  # before stdout is back: late notices go to stderr too
+            sys.stdout = out
+    return run
+
+
+@_quiet_ray
+def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
     from selm_ray import attach
     from selm_ray.livestats import render
 
@@ -121,7 +136,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         attach.connect(args.address)
         get = lambda: attach.snapshot(args.run)  # noqa: E731
     if args.json:
-        print(json.dumps(get()))
+        print(json.dumps(get()), file=out)
         return 0
     seen = False
     while True:
@@ -129,13 +144,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             snap = get()
         except attach.AttachError:
             if seen:  # it was live a moment ago: its controller is gone with the job
-                print("\nthe run has ended")
+                print("\nthe run has ended", file=out)
                 return 0
             raise
         seen = True
         if args.watch:
-            print("\x1b[H\x1b[2J", end="")  # redraw in place
-        print(render(snap), flush=True)
+            print("\x1b[H\x1b[2J", end="", file=out)  # redraw in place
+        print(render(snap), file=out, flush=True)
         if not args.watch:
             return 0
         try:
@@ -144,7 +159,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             return 0
 
 
-def _cmd_scale(args: argparse.Namespace) -> int:
+@_quiet_ray
+def _cmd_scale(args: argparse.Namespace, out_file: Any) -> int:
     from selm_ray import attach
 
     if args.generators is None and args.judges is None:
@@ -154,7 +170,7 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     if attach.is_dashboard_url(args.address):
         argv = ["scale", *(["--run", args.run] if args.run else []), "--wait", str(args.wait)]
         argv += [x for k, v in sizes.items() for x in (f"--{k}", str(v))]
-        print(json.dumps(_relay(args, argv)))
+        print(json.dumps(_relay(args, argv)), file=out_file)
         return 0
     attach.connect(args.address)
     run, queued = attach.request_scale(args.run, args.generators, args.judges)
@@ -163,7 +179,7 @@ def _cmd_scale(args: argparse.Namespace) -> int:
         snap = attach.wait_for_sizes(run, sizes, args.wait)
         out["pools"] = {k: {x: p[x] for x in ("size", "starting", "draining", "target")}
                         for k, p in snap.get("pools", {}).items()}
-    print(json.dumps(out))
+    print(json.dumps(out), file=out_file)
     return 0
 
 

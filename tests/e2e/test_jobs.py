@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def head(tmp_path, selm_home):
-    port, dash = _free_port(), _free_port()
+    port, dash, metrics = _free_port(), _free_port(), _free_port()
     # token authentication on, with a token of our own that every client below presents
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env = {**os.environ, **auth, "SELM_RAY_HOME": str(selm_home), "RAY_ADDRESS": "",
@@ -36,13 +38,14 @@ def head(tmp_path, selm_home):
     log_path = tmp_path / "head.log"
     log = log_path.open("w")
     proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=8",
+                             f"--metrics-export-port={metrics}",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_for_dashboard(address, proc, env, log_path)
-        yield address, env
+        yield SimpleNamespace(address=address, env=env, gcs=f"127.0.0.1:{port}", metrics_port=metrics)
     finally:
         _stop(proc)
 
@@ -73,8 +76,9 @@ def _wait_for_dashboard(address, proc, env, log_path, timeout=180):
         time.sleep(1)
 
 
-def _submit(address, env, *args):
-    cmd = ["job", "submit", "--address", address, "--working-dir", str(ROOT), "--no-wait",
+def _submit(address, env, *args, submission_id=None):
+    sid = ["--submission-id", submission_id] if submission_id else []
+    cmd = ["job", "submit", "--address", address, "--working-dir", str(ROOT), "--no-wait", *sid,
            "--runtime-env", str(ROOT / "jobs/runtime_env.yaml"), "--", "python", "jobs/train.py", *args]
     for _ in range(30):  # the head's job agent may come up a little after its dashboard
         out = _ray(env, *cmd, timeout=300)
@@ -82,7 +86,7 @@ def _submit(address, env, *args):
             break
         time.sleep(2)
     assert out.returncode == 0, out.stderr[-2000:]
-    return re.search(r"raysubmit_[A-Za-z0-9]+", out.stdout + out.stderr).group(0)
+    return submission_id or re.search(r"raysubmit_[A-Za-z0-9]+", out.stdout + out.stderr).group(0)
 
 
 def _wait(address, env, job, timeout=900):
@@ -100,7 +104,7 @@ def _wait(address, env, job, timeout=900):
 
 
 def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
-    address, env = head
+    address, env = head.address, head.env
     bad = _submit(address, env, "--config", "jobs/configs/smoke.yaml", "--set", "learner.bogus=1")
     status, logs = _wait(address, env, bad, timeout=300)
     assert status == "FAILED" and "learner.bogus: unknown key" in logs
@@ -114,8 +118,8 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
                          address, "--set", f"model.path={tiny_model_path}", "--set", "schedule.iterations=1"],
                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    sid = re.search(r"raysubmit_[A-Za-z0-9]+", ok.stdout).group(0)
-    assert "ray job logs" in ok.stdout
+    sid = re.search(r"submitted (\S+)", ok.stdout).group(1)  # the run id, also the submission id
+    assert sid.startswith("smoke-") and "ray job logs" in ok.stdout and f"--run {sid}" in ok.stdout
     status, logs = _wait(address, env, sid)
     assert status == "SUCCEEDED", logs[-3000:]
 
@@ -127,3 +131,80 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["pairs"] > 0 and summary["policy_version"] == 2 and summary["learner_error"] is None
     assert "Started a local Ray instance" not in logs  # it joined the head, never a private cluster
+
+
+def _selm(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "selm_ray.cli", *args], env=env, capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+def _stats(head, run, address=None):
+    out = _selm(head.env, "stats", "--address", address or head.gcs, "--run", run, "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _poll_stats(head, run, until, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = _selm(head.env, "stats", "--address", head.gcs, "--run", run, "--json")
+        if out.returncode == 0:
+            snap = json.loads(out.stdout.strip().splitlines()[-1])
+            if until(snap):
+                return snap
+        time.sleep(2)
+    raise AssertionError(f"{run}: stats never met the condition; last: {out.stdout[-1500:]} {out.stderr[-1500:]}")
+
+
+def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path):
+    """Two jobs at once on one head: live stats change, one job's generator pool grows 1 -> 2
+    mid-run and the new generator takes work, and neither job sees the other's actors."""
+    model = f"model.path={tiny_model_path}"
+    a = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
+                "schedule.iterations=3", "--set", "schedule.prompts_per_iteration=36", "--set",
+                "generation.max_new_tokens=64", "--run-id", "live-a",
+                "--run-dir", str(tmp_path / "a"), submission_id="live-a")
+    b = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
+                "schedule.iterations=2", "--set", "schedule.prompts_per_iteration=16", "--set",
+                "generation.max_new_tokens=64", "--run-id", "live-b", "--run-dir", str(tmp_path / "b"),
+                submission_id="live-b")
+
+    b_live = _poll_stats(head, b, lambda s: s.get("state") == "running")  # the shorter job first
+    first = _poll_stats(head, a, lambda s: s.get("state") == "running")
+    # two live runs: stats must be told which one, and names both
+    both = _selm(head.env, "stats", "--address", head.gcs, "--json")
+    assert both.returncode == 2 and "live-a" in both.stderr and "live-b" in both.stderr
+
+    scaled = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "2", "--wait", "300")
+    assert scaled.returncode == 0, scaled.stderr[-2000:]
+    pools = json.loads(scaled.stdout.strip().splitlines()[-1])["pools"]
+    assert pools["generator"]["size"] == 2 and pools["judge"]["size"] == 1
+    at_scale = _stats(head, a)["buffer"]["pairs_in"]
+    later = _poll_stats(head, a, lambda s: s["buffer"]["pairs_in"] > at_scale and all(
+        g["calls"] > 0 for g in s["pools"]["generator"]["actors"]), timeout=600)
+    assert later["time"] > first["time"] and later["buffer"]["pairs_in"] > first["buffer"]["pairs_in"]
+    assert [e["to"] for e in later["events"]] == [2]
+    # every actor a snapshot shows belongs to its own run
+    for run, snap in ((a, later), (b, b_live)):
+        names = [x["name"] for p in snap["pools"].values() for x in p["actors"]]
+        assert names and all(n.startswith(f"{run}-") for n in names), names
+    # the same snapshot through the dashboard URL (relayed by a short job on the cluster)
+    relayed = _stats(head, a, address=head.address)
+    assert relayed["run"] == a and relayed["pools"]["generator"]["size"] == 2
+    # the figures are Ray metrics too (the node's Prometheus endpoint)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{head.metrics_port}/metrics", timeout=30).read().decode()
+    assert "ray_selm_ray_buffer_size{" in text and 'run="live-a"' in text and "ray_selm_ray_pool_size{" in text
+
+    for job, d in ((a, "a"), (b, "b")):
+        status, logs = _wait(head.address, head.env, job)
+        assert status == "SUCCEEDED", logs[-3000:]
+    sa = json.loads((tmp_path / "a" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert len(sa["generators"]) == 2 and all(g["calls"] > 0 for g in sa["generators"])
+    assert [e["to"] for e in sa["pool_events"]] == [2] and sb["pool_events"] == []
+    for summary, d in ((sa, "a"), (sb, "b")):  # each buffer holds exactly its own job's pairs
+        rows = (tmp_path / d / "buffer" / "pairs.jsonl").read_text().splitlines()
+        assert summary["pairs"] == len(rows) > 0
+    assert sa["prompts"] == 108 and sb["prompts"] == 32
+    report = _selm(head.env, "report", str(tmp_path / "a"))
+    assert report.returncode == 0 and (tmp_path / "a" / "report" / "throughput.png").is_file()

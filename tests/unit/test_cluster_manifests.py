@@ -75,3 +75,17 @@ def test_cluster_job_configs_request_the_advertised_slots(name):
 def test_job_runtime_env_parses():
     env = _load("jobs/runtime_env.yaml")
     assert env["working_dir"] == "." and all(isinstance(v, str) for v in env["env_vars"].values())
+
+
+def test_grafana_dashboard_plots_every_exported_metric():
+    import re
+
+    from selm_ray.actors.control import ACTOR_METRIC, METRICS, POOL_METRIC
+
+    dash = json.loads((ROOT / "cluster/grafana/selm-ray-dashboard.json").read_text())
+    assert dash["uid"] and dash["panels"]
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    # Ray exports ray.util.metrics under a "ray_" prefix
+    plotted = {m.group(1) for e in exprs for m in [re.match(r"ray_(\w+)\{", e)] if m}
+    assert plotted == set(METRICS) | {POOL_METRIC, ACTOR_METRIC}
+    assert {v["name"] for v in dash["templating"]["list"]} == {"datasource", "run"}
