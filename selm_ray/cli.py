@@ -21,9 +21,10 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 def _late_errors() -> tuple[type, ...]:
     """User errors of the commands whose modules are imported only when used."""
     from selm_ray.attach import AttachError
+    from selm_ray.judging.functions import FunctionJudgeError
     from selm_ray.report import ReportError
 
-    return (AttachError, ReportError)
+    return (AttachError, FunctionJudgeError, ReportError)
 
 
 def _run_id(value: str) -> str:
@@ -183,6 +184,18 @@ def _cmd_scale(args: argparse.Namespace, out_file: Any) -> int:
     return 0
 
 
+def _cmd_judge_eval(args: argparse.Namespace) -> int:
+    from selm_ray.judge_eval import evaluate
+
+    cfg = load_config(args.config, args.overrides)
+    result = evaluate(cfg, args.data, args.split, args.max_pairs)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from selm_ray.report import write_report
 
@@ -240,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                     help="wait up to this long for the pools to reach the new sizes")
     sc.set_defaults(func=_cmd_scale)
+
+    je = sub.add_parser("judge-eval", help="agreement of the configured judge with labelled chosen/rejected pairs")
+    _add_config_args(je)
+    je.add_argument("--data", required=True, help="pairs with prompt/messages + chosen + rejected (.jsonl, "
+                    ".parquet or a datasets name)")
+    je.add_argument("--split", default="train")
+    je.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    je.add_argument("--out", help="also write the JSON result here")
+    je.set_defaults(func=_cmd_judge_eval)
 
     rp = sub.add_parser("report", help="charts (PNG) and a markdown summary of a run directory")
     rp.add_argument("run_dir", help="a run directory (runs/<run id>)")

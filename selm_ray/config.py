@@ -72,7 +72,8 @@ class GenerationConfig:
 @dataclass
 class JudgeConfig:
     # self: the policy judges its own answers (LLM-as-a-Judge); reward_model: an HF classifier.
-    kind: Literal["self", "reward_model"] = "self"
+    # function: `module:function(prompt, response) -> float | None` (verifiable rewards).
+    kind: Literal["self", "reward_model", "function"] = "self"
     # generate: k sampled written verdicts, parsed; expected: probability-weighted score digit.
     mode: Literal["generate", "expected"] = "expected"
     num_samples: int = 3
@@ -84,6 +85,11 @@ class JudgeConfig:
     # (weights + KV cache) less per generator; generation and judging then share that engine.
     colocate: bool = False
     reward_model: str | None = None
+    function: str | None = None  # e.g. selm_ray.judging.functions:math_answer
+    # Labelled pairs (chosen/rejected) the judge pool is scored on after every iteration
+    # (accuracy, tie and failure rates in metrics.jsonl, event judge_eval); null: off.
+    eval_data: str | None = None
+    eval_max_pairs: int = 64
     min_margin: float = 0.0  # a best-worst gap below this is treated as a tie (no pair)
 
     def __post_init__(self) -> None:
@@ -93,6 +99,10 @@ class JudgeConfig:
         _check(self.min_margin >= 0, "min_margin", f"must be >= 0, got {self.min_margin}")
         if self.kind == "reward_model":
             _check(bool(self.reward_model), "reward_model", "required when kind is reward_model")
+        if self.kind == "function":
+            spec = self.function or ""
+            _check(spec.count(":") == 1 and all(spec.split(":")), "function",
+                   f"kind function needs 'package.module:function', got {self.function!r}")
         if self.colocate:
             _check(self.kind == "self" and self.follow_policy, "colocate",
                    "needs kind: self and follow_policy: true (the judge then IS the generator's engine)")

@@ -64,6 +64,7 @@ class Controller:
         self.loop_t0 = time.time()
         self._pending_syncs: list[Any] = []
         self.last_metrics: dict[str, Any] = {}
+        self.judge_evals: list[dict[str, Any]] = []
         self.iteration = 0
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -99,6 +100,7 @@ class Controller:
         self._judge_path = self.model_path if self.cfg.judge.follow_policy else base_path
         self._rm_path = (resolve_model(self.cfg.judge.reward_model) if self.cfg.judge.kind == "reward_model"
                          else None)
+        self._judge_eval = self._load_judge_eval()
         self.channel = launch.launch_channel(self.run_id, v)
         self.buffer = launch.launch_buffer(self.cfg, self.run_id, str(self.run_dir / "buffer"))
         self.gens = Pool("generator", target=c.num_generators)
@@ -117,6 +119,33 @@ class Controller:
         self.ops.admit(block=True)
         self.ops.state = "running"
         self._log("engines ready")
+
+    def _load_judge_eval(self) -> list | None:
+        """Fail before any actor starts if the judge or its labelled set is unusable."""
+        j = self.cfg.judge
+        if j.kind == "function":
+            from selm_ray.judging.functions import load_function
+
+            load_function(j.function or "")
+        if not j.eval_data:
+            return None
+        from selm_ray.judge_eval import as_rollouts, load_labelled
+
+        return as_rollouts(load_labelled(j.eval_data, "train", j.eval_max_pairs))
+
+    def _evaluate_judge(self, iteration: int) -> None:
+        """Score the judge pool on the labelled pairs (judge.eval_data); logged per iteration."""
+        if not self._judge_eval:
+            return
+        from selm_ray.judge_eval import agreement
+
+        judgements = launch.call_with_retry(self.judges.pick().actor.judge, self._judge_eval)
+        row = {"event": "judge_eval", "iteration": iteration, "data": self.cfg.judge.eval_data,
+               **agreement(judgements), "time": time.time()}
+        self.write_metrics(row)
+        self.judge_evals.append(row)
+        self._log(f"judge agreement with {row['pairs']} labelled pairs: accuracy {row['accuracy']} "
+                  f"tie {row['tie_rate']} failure {row['failure_rate']}")
 
     def _prepare_resume(self) -> None:
         """Continue from the newest complete checkpoint: its weights, counters and buffer cursor."""
@@ -166,11 +195,13 @@ class Controller:
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():
                     break
+                self._evaluate_judge(t)  # the judge of this iteration, before weights move on
                 self.channel.end_generation.remote(t)
                 self._wait_for_version(t + 1)
                 self._push_weights()
         else:
             self._stream([r for chunk in slices for r in chunk], iteration=0)
+            self._evaluate_judge(0)
         ray.get(self.channel.request_stop.remote())
         self.ops.state = "finishing"
         self._wait_learner()
@@ -367,7 +398,7 @@ class Controller:
             "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
             "generators": gen_stats, "judges": [] if self.judges is self.gens else judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
-            "pool_events": self.ops.events,
+            "pool_events": self.ops.events, "judge_eval": self.judge_evals,
             "loop_seconds": round(loop_s, 1),
             "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),

@@ -51,7 +51,6 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     # to guard against re-importing.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from selm_ray.actors.generator import Generator
-    from selm_ray.engines.judges import RewardModelJudge
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
@@ -65,8 +64,10 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     _log(t0, "vLLM engine ready; generating")
     rollouts = gen.generate(records, seed=cfg.run.seed)
     _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
-    if cfg.judge.kind == "reward_model":
-        judgements = RewardModelJudge(resolve_model(cfg.judge.reward_model or "")).judge(rollouts)
+    if cfg.judge.kind != "self":
+        from selm_ray.judge_eval import local_judge
+
+        judgements = local_judge(cfg).judge(rollouts)  # reward model or function
     else:
         judgements = gen.judge(rollouts)  # self-judge on the same engine
     outcomes = [build_pair(r, j, cfg.judge.min_margin) for r, j in zip(rollouts, judgements)]

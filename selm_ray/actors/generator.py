@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from selm_ray.actors.tally import JudgeTally
 from selm_ray.config import Config, config_from_dict
 from selm_ray.data import PromptRecord, render_prompt
 from selm_ray.records import Candidate, Rollout
@@ -51,8 +52,7 @@ class Generator:
         self.tokens = 0
         self.calls = 0
         self._judge: Any = None  # a SelfJudge on this engine, made on first use (judge.colocate)
-        self.judge_busy_seconds = 0.0
-        self.judged = self.judge_failures = 0
+        self.tally = JudgeTally()
         catch_up(self, channel)
 
     def ready(self) -> int:
@@ -80,15 +80,10 @@ class Generator:
         """Self-judge with this generator's own engine (judge.colocate)."""
         from selm_ray.engines.judges import make_self_judge
 
-        t0 = time.time()
         if self._judge is None:
             self._judge = make_self_judge(self.cfg, self.engine)
         self._judge.version = self.version
-        out = self._judge.judge(rollouts)
-        self.judge_busy_seconds += time.time() - t0
-        self.judged += sum(len(x.scores) for x in out)
-        self.judge_failures += sum(x.num_failed for x in out)
-        return out
+        return self.tally.run(self._judge, rollouts)
 
     def update_weights(self, version: int, weights: dict[str, Any]) -> float:
         if version <= self.version:
@@ -103,5 +98,5 @@ class Generator:
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
-                "judge_busy_seconds": self.judge_busy_seconds, "candidates": self.judged,
-                "failures": self.judge_failures}
+                "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
+                "failures": self.tally.failures}

@@ -1,10 +1,10 @@
-"""Judge: scores rollouts with the policy itself (own vLLM engine) or with a reward model."""
+"""Judge: scores rollouts with the policy itself (own vLLM engine), a reward model or a function."""
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 from selm_ray.actors.generator import _node_id, build_engine, catch_up
+from selm_ray.actors.tally import JudgeTally
 from selm_ray.config import Config, config_from_dict
 from selm_ray.records import Judgement, Rollout
 
@@ -12,7 +12,7 @@ from selm_ray.records import Judgement, Rollout
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
                  name: str = "judge", channel: Any = None, version: int = 0) -> None:
-        from selm_ray.engines.judges import RewardModelJudge, make_self_judge
+        from selm_ray.engines.judges import FunctionJudge, RewardModelJudge, make_self_judge
 
         self.cfg: Config = config_from_dict(config)
         self.name = name
@@ -23,27 +23,22 @@ class Judge:
 
             torch.set_num_threads(self.cfg.cluster.threads_per_actor)
             self.impl: Any = RewardModelJudge(reward_model_path or "")
+        elif j.kind == "function":
+            self.impl = FunctionJudge(j.function or "")
         else:
             self.engine = build_engine(self.cfg, model_path)
             self.impl = make_self_judge(self.cfg, self.engine)
         self.version = version
         if self.engine is not None:
             self.impl.version = version
-        self.busy_seconds = 0.0
-        self.candidates = 0
-        self.failures = 0
+        self.tally = JudgeTally()
         catch_up(self, channel)
 
     def ready(self) -> int:
         return self.version
 
     def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
-        t0 = time.time()
-        out = self.impl.judge(rollouts)
-        self.busy_seconds += time.time() - t0
-        self.candidates += sum(len(j.scores) for j in out)
-        self.failures += sum(j.num_failed for j in out)
-        return out
+        return self.tally.run(self.impl, rollouts)
 
     def update_weights(self, version: int, weights: dict[str, Any]) -> float:
         """Self-judge following the policy takes every new version; a frozen judge ignores them."""
@@ -54,5 +49,6 @@ class Judge:
         return seconds
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
-                "candidates": self.candidates, "failures": self.failures}
+        t = self.tally
+        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
+                "candidates": t.candidates, "failures": t.failures}

@@ -1,4 +1,5 @@
-"""Judges: the policy grading its own answers (through a VLLMEngine), or a reward model.
+"""Judges: the policy grading its own answers (through a VLLMEngine), a reward model, or a
+function (verifiable rewards).
 
 Every candidate is judged alone, so no position or ordering effect can enter a score. A verdict
 that cannot be read is an explicit failure (counted, never a number).
@@ -125,4 +126,34 @@ class RewardModelJudge:
                 CandidateScore(None, 0, 1, failure="reward model returned a non-finite score")
                 for v in logits
             ]
+        return _regroup(rollouts, scores, self.name, None)
+
+
+class FunctionJudge:
+    """``module:function(prompt, response) -> float | None`` per candidate (judge.function).
+
+    ``prompt`` is the last user turn. None, a non-number, a non-finite value or an exception is a
+    counted failure for that candidate, with the reason kept in the score record.
+    """
+
+    def __init__(self, spec: str) -> None:
+        from selm_ray.judging.functions import load_function
+
+        self.spec, self.fn = spec, load_function(spec)
+
+    @property
+    def name(self) -> str:
+        return f"fn:{self.spec}"
+
+    def score(self, prompt: str, response: str) -> CandidateScore:
+        from selm_ray.judging.functions import check_score
+
+        try:
+            value, why = check_score(self.fn(prompt, response))
+        except Exception as e:  # a user's function: one bad candidate must not stop the pool
+            value, why = None, f"function raised {type(e).__name__}: {e}"
+        return CandidateScore(value, 1, 1) if why is None else CandidateScore(None, 0, 1, failure=why)
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        scores = [self.score(r.messages[-1]["content"], text) for r, text in _flatten(rollouts)]
         return _regroup(rollouts, scores, self.name, None)

@@ -39,8 +39,13 @@ def _served_ids(run_dir):
 
 
 def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
-    s = _train(tmp_path, f"model.path={tiny_model_path}")
+    labelled = tmp_path / "labelled.jsonl"  # the judge pool is scored on these after every iteration
+    labelled.write_text("".join(json.dumps({"prompt": f"Name a colour ({i})", "chosen": "Blue.",
+                                            "rejected": "I do not know."}) + "\n" for i in range(3)))
+    s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}")
     assert s["learner_error"] is None
+    assert [(r["iteration"], r["pairs"]) for r in s["judge_eval"]] == [(0, 3), (1, 3)]
+    assert all(r["judge"] == "self:expected" for r in s["judge_eval"])
     assert s["prompts"] == 16 and s["pairs"] >= 8
     assert s["learner_steps"] >= 4 and s["policy_version"] == 2
     assert all(g["version"] == 2 for g in s["generators"]) and all(j["version"] == 2 for j in s["judges"])
@@ -59,6 +64,10 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     # iterative: every pair was sampled by the reference policy, so vLLM's log-probs served as pi_ref
     assert all(m["ref_from_engine"] == 1.0 for m in steps)
     assert [m["version"] for m in metrics if m.get("event") == "iteration_end"] == [1, 2]
+    assert [m["iteration"] for m in metrics if m.get("event") == "judge_eval"] == [0, 1]
+    # the live snapshots of the run were logged for `selm-ray report`
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["state"] == "done" and stats[-1]["buffer"]["pairs_in"] == s["pairs"]
 
 
 def test_dpo_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path):
@@ -200,3 +209,15 @@ def test_lora_learner_publishes_merged_weights(tmp_path, tiny_model_path):
     base = load_file(tiny_model_path / "model.safetensors")
     new = load_file(ckpt / "model.safetensors")
     assert any(not torch.equal(base[k], new[k]) for k in base if "proj" in k)
+
+
+def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model_path):
+    """Iterative schedule: the learner sits idle while an iteration is generated, which is the
+    grow signal; the new generator joins at the current policy version and takes work."""
+    s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=3", "schedule.prompts_per_iteration=16",
+               "generation.max_new_tokens=48", "autoscale.enabled=true", "autoscale.interval_seconds=5",
+               "autoscale.grow_wait_fraction=0.2", "autoscale.max_generators=2", "autoscale.max_judges=1")
+    assert s["learner_error"] is None and s["prompts"] == 48
+    grow = [e for e in s["pool_events"] if e["pool"] == "generator"]
+    assert grow and (grow[0]["from"], grow[0]["to"]) == (1, 2) and grow[0]["reason"].startswith("autoscale: learner")
+    assert len(s["generators"]) == 2 and all(g["calls"] > 0 and g["version"] == 3 for g in s["generators"])

@@ -1,0 +1,79 @@
+"""Function judges and judge-agreement figures, on hand-written cases."""
+import json
+import math
+
+import pytest
+
+from selm_ray.config import ConfigError, load_config
+from selm_ray.data import DataError
+from selm_ray.engines.judges import FunctionJudge
+from selm_ray.judge_eval import agreement, as_rollouts, load_labelled
+from selm_ray.judging.functions import FunctionJudgeError, brevity, check_score, load_function, math_answer
+from selm_ray.records import Candidate, Rollout
+
+calls = []
+
+
+def flaky(prompt, response):  # used by spec below: every failure kind a user's function can have
+    calls.append(response)
+    return {"ok": 2.5, "none": None, "nan": math.nan, "text": "7", "bool": True}.get(response) if response != "boom" \
+        else 1 / 0
+
+
+def test_load_function_errors_name_the_spec():
+    assert load_function("selm_ray.judging.functions:brevity") is brevity
+    for spec, msg in (("no_colon", "must look like"), ("selm_ray.nope:f", "cannot import"),
+                      ("selm_ray.judging.functions:missing", "no callable 'missing'")):
+        with pytest.raises(FunctionJudgeError, match=msg):
+            load_function(spec)
+
+
+def test_config_checks_the_function_spec():
+    cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.judging.functions:brevity"])
+    assert cfg.judge.function.endswith(":brevity")
+    with pytest.raises(ConfigError, match="judge.function: kind function needs"):
+        load_config(None, ["judge.kind=function"])
+
+
+def test_example_functions():
+    assert math_answer("What is 6*7? [answer=42]", "6*7 = 42") == 1.0
+    assert math_answer("What is 6*7? [answer=42]", "It is 41, or 43") == 0.0
+    assert math_answer("Say hi", "hi") is None
+    assert brevity("q", "one two three") == -0.03 and brevity("q", "  ") is None
+
+
+def test_check_score():
+    assert check_score(3) == (3.0, None)
+    assert check_score(None)[1] == "function returned None"
+    assert "not a number" in check_score("7")[1] and "not a number" in check_score(True)[1]
+    assert "nan" in check_score(math.nan)[1]
+
+
+def _rollout(*texts, prompt="q"):
+    return Rollout("p", ({"role": "user", "content": prompt},), "", tuple(Candidate(t, 1, 0) for t in texts))
+
+
+def test_function_judge_turns_every_bad_value_into_a_counted_failure():
+    judge = FunctionJudge(f"{__name__}:flaky")
+    [j] = judge.judge([_rollout("ok", "none", "nan", "text", "bool", "boom")])
+    assert j.judge == f"fn:{__name__}:flaky" and j.scores[0].score == 2.5
+    assert [s.failure is not None for s in j.scores] == [False, True, True, True, True, True]
+    assert "ZeroDivisionError" in j.scores[5].failure and j.num_failed == 5
+
+
+def test_agreement_counts_wins_ties_and_failures():
+    judge = FunctionJudge("selm_ray.judging.functions:brevity")
+    js = judge.judge([_rollout("short", "a longer one"), _rollout("a b c", "x"), _rollout("same", "tie"),
+                      _rollout("", "x")])
+    assert agreement(js) == {"pairs": 4, "accuracy": round(1 / 3, 4), "tie_rate": 0.25, "failure_rate": 0.25,
+                             "judge": "fn:selm_ray.judging.functions:brevity"}
+
+
+def test_labelled_rows_need_chosen_and_rejected(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "q1", "chosen": "a", "rejected": "b"}) + "\n"
+                    + json.dumps({"prompt": "q2", "chosen": "a"}) + "\n")
+    with pytest.raises(DataError, match="row 1 .*needs both 'chosen' and 'rejected'"):
+        load_labelled(str(path))
+    [r] = as_rollouts(load_labelled(str(path), max_pairs=1))
+    assert [c.text for c in r.candidates] == ["a", "b"]
