@@ -210,6 +210,29 @@ class ClusterConfig:
 
 
 @dataclass
+class CreateConfig:
+    """Self-instruct: the policy writes new prompts each iteration (selm_ray/selfinstruct.py)."""
+    enabled: bool = False
+    mix_ratio: float = 0.5  # share of each iteration's prompts that are created (rest: data.source)
+    shots: int = 8
+    temperature: float = 0.6  # the Self-Rewarding paper's sampling for prompt creation
+    top_p: float = 0.9
+    max_new_tokens: int = 96
+    min_words: int = 3
+    max_words: int = 150
+    max_similarity: float = 0.7  # ROUGE-L F1 at or above this to any known prompt: a near-duplicate
+    max_attempts_factor: int = 4  # give up after factor x wanted samples (the rest: dataset prompts)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mix_ratio <= 1, "mix_ratio", f"must be in (0, 1], got {self.mix_ratio}")
+        _check(self.shots >= 1, "shots", f"must be >= 1, got {self.shots}")
+        _check(1 <= self.min_words <= self.max_words, "min_words", "must be >= 1 and <= max_words")
+        _check(0 < self.max_similarity <= 1, "max_similarity", f"must be in (0, 1], got {self.max_similarity}")
+        _check(self.max_attempts_factor >= 1, "max_attempts_factor", "must be >= 1")
+        _check(self.max_new_tokens >= 8, "max_new_tokens", "must be >= 8")
+
+
+@dataclass
 class AutoscaleConfig:
     """Resize the generator/judge pools from what the learner and buffer see (selm_ray/autoscale.py)."""
     enabled: bool = False
@@ -251,6 +274,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    create: CreateConfig = field(default_factory=CreateConfig)
 
     def __post_init__(self) -> None:
         lrs = self.learner.lr_by_iteration
@@ -259,6 +283,9 @@ class Config:
         if self.learner.loss == "selm":
             _check(self.generation.ref_response, "generation.ref_response",
                    "must be true with learner.loss selm (the optimism term needs y_ref)")
+        if self.create.enabled:
+            _check(self.schedule.mode != "async", "create.enabled",
+                   "prompt creation runs at iteration starts; use schedule.mode iterative or sequential")
         a, c = self.autoscale, self.cluster
         if a.enabled:
             _check(a.min_generators <= c.num_generators <= a.max_generators, "cluster.num_generators",

@@ -65,6 +65,7 @@ class Controller:
         self._pending_syncs: list[Any] = []
         self.last_metrics: dict[str, Any] = {}
         self.judge_evals: list[dict[str, Any]] = []
+        self.creator: Any = None  # PromptCreator when create.enabled
         self.iteration = 0
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -179,8 +180,13 @@ class Controller:
         records, report = load_prompts(self.cfg.data.source, self.cfg.data.split, self.cfg.data.on_bad_row,
                                        self.cfg.data.extra_candidates, self.cfg.data.max_prompts)
         s = self.cfg.schedule
+        n_create = round(s.prompts_per_iteration * self.cfg.create.mix_ratio) if self.cfg.create.enabled else 0
         slices = iteration_slices(shuffled(records, self.cfg.data.shuffle_seed), s.iterations,
-                                  s.prompts_per_iteration)
+                                  s.prompts_per_iteration - n_create)
+        if n_create:
+            from selm_ray.creator import PromptCreator
+
+            self.creator = PromptCreator(self, [r.messages[-1]["content"] for r in records])
         self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                   f"{s.iterations} x {s.prompts_per_iteration} prompts")
         self.loop_t0 = time.time()
@@ -191,6 +197,8 @@ class Controller:
                 if t < self.start_iteration:
                     continue
                 self.iteration = t
+                if n_create:  # self-instruct with the current policy, then answer those too
+                    chunk = chunk + self.creator.create(t, n_create)
                 self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():
@@ -207,6 +215,8 @@ class Controller:
         self._wait_learner()
         summary = self._summary()
         self.ops.close()
+        if self.creator:
+            self.creator.close()
         return summary
 
     def _batches(self, records: list[PromptRecord]) -> deque:
@@ -291,6 +301,9 @@ class Controller:
                 return
             self._progress(version - 1)
             time.sleep(0.2)
+
+    def iteration_version(self) -> int:
+        return min((m.version for m in self.gens.active()), default=self.start_version)
 
     def push_weights(self) -> None:
         self._push_weights()
@@ -399,6 +412,7 @@ class Controller:
             "generators": gen_stats, "judges": [] if self.judges is self.gens else judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
             "pool_events": self.ops.events, "judge_eval": self.judge_evals,
+            "prompt_creation": self.creator.counts if self.creator else None,
             "loop_seconds": round(loop_s, 1),
             "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),

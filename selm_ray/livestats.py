@@ -93,6 +93,8 @@ def render(s: dict[str, Any]) -> str:
     if s.get("events"):
         lines += ["", "recent pool changes:"] + [f"  {e['pool']} {e['from']} -> {e['to']}: {e['reason']}"
                                                   for e in s["events"][-5:]]
+    if s.get("prompt_creation"):
+        lines += ["", f"prompt creation: {s['prompt_creation']}"]
     if s.get("autoscale"):
         lines += ["", f"autoscale: {s['autoscale']}"]
     return "\n".join(lines)

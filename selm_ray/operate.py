@@ -163,6 +163,7 @@ class Operator:
                         "wait_seconds": round(learner["wait_seconds"], 1),
                         "wait_fraction": round(learner["wait_seconds"] / max(1e-9, now - ctl.loop_t0), 3)},
             "pools": pools, "events": self.events[-20:],
+            "prompt_creation": ctl.creator.counts if ctl.creator else None,
             "autoscale": None if self.autoscale is None else {
                 "min_generators": self.autoscale.min_generators, "max_generators": self.autoscale.max_generators,
                 "min_judges": self.autoscale.min_judges, "max_judges": self.autoscale.max_judges},

@@ -76,6 +76,20 @@ class Generator:
         self.calls += 1
         return out
 
+    def create_prompts(self, requests: Sequence[Sequence[str]], seed: int | None = None) -> list[tuple[str, str]]:
+        """Self-instruct: for each list of example instructions, one sampled new instruction
+        (raw reply, finish reason); the controller filters them."""
+        from selm_ray.selfinstruct import fewshot_messages
+
+        t0 = time.time()
+        c = self.cfg.create
+        prompts = [render_prompt(self.engine.tokenizer, fewshot_messages(ex)) for ex in requests]
+        outs = self.engine.generate(prompts, 1, c.temperature, c.top_p, c.max_new_tokens, self.version, seed)
+        self.tokens += sum(o[0].num_tokens for o in outs)
+        self.busy_seconds += time.time() - t0
+        self.calls += 1
+        return [(o[0].text, o[0].finish_reason) for o in outs]
+
     def judge(self, rollouts: Sequence[Rollout]) -> list[Any]:
         """Self-judge with this generator's own engine (judge.colocate)."""
         from selm_ray.engines.judges import make_self_judge

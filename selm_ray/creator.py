@@ -1,0 +1,84 @@
+"""The prompt-creation stage: the generator pool writes new instructions with the current policy,
+the self-instruct filters keep some, and every sample is logged with its examples and verdict
+(run_dir/created_prompts.jsonl)."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import ray
+
+from selm_ray.actors import launch
+from selm_ray.data import PromptRecord
+from selm_ray.selfinstruct import PromptFilter, pick_examples
+
+if TYPE_CHECKING:
+    from selm_ray.controller import Controller
+
+CREATED_FILE = "created_prompts.jsonl"
+
+
+class PromptCreator:
+    def __init__(self, ctl: "Controller", seed_texts: Sequence[str]) -> None:
+        c = ctl.cfg.create
+        self.ctl, self.cfg = ctl, c
+        self.seed_pool = list(seed_texts)
+        self.filter = PromptFilter(list(seed_texts), c.min_words, c.max_words, c.max_similarity)
+        self.created: list[str] = []
+        self.rng = random.Random(ctl.cfg.run.seed)
+        self._log = (ctl.run_dir / CREATED_FILE).open("a")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.filter.counts)
+
+    def create(self, iteration: int, wanted: int) -> list[PromptRecord]:
+        """Up to ``wanted`` new prompts; gives up after ``max_attempts_factor * wanted`` samples."""
+        accepted: list[PromptRecord] = []
+        attempts, budget = 0, wanted * self.cfg.max_attempts_factor
+        while len(accepted) < wanted and attempts < budget and not self.ctl.stop_event.is_set():
+            n = min(budget - attempts, max(4, 2 * (wanted - len(accepted))))
+            requests = [pick_examples(self.seed_pool, self.created, self.cfg.shots, self.rng) for _ in range(n)]
+            for examples, (reply, finish) in zip(requests, self._sample(requests, iteration, attempts)):
+                attempts += 1
+                record = self._judge(iteration, examples, reply, finish)
+                if record is not None and len(accepted) < wanted:
+                    accepted.append(record)
+        self._log.flush()
+        self.ctl.log(f"iteration {iteration + 1}: created {len(accepted)}/{wanted} prompts from {attempts} "
+                     f"samples; filter counts {self.counts}")
+        return accepted
+
+    def _sample(self, requests: list[list[str]], iteration: int, offset: int) -> list[tuple[str, str]]:
+        """Spread the requests over the active generators, in order."""
+        members = self.ctl.gens.active()
+        chunks = [requests[i::len(members)] for i in range(len(members))]
+        seed = self.ctl.cfg.run.seed + 100_003 * (iteration + 1) + offset  # new samples every round
+        calls = list(enumerate(zip(members, chunks)))
+        try:
+            outs = ray.get([m.actor.create_prompts.remote(chunk, seed + i) for i, (m, chunk) in calls])
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            # a generator restarted: ask again, one by one, waiting for it to come back
+            outs = [launch.call_with_retry(m.actor.create_prompts, chunk, seed + i) for i, (m, chunk) in calls]
+        merged: list[Any] = [None] * len(requests)
+        for i, out in enumerate(outs):
+            merged[i::len(members)] = out
+        return merged
+
+    def _judge(self, iteration: int, examples: list[str], reply: str, finish: str) -> PromptRecord | None:
+        text, reason = self.filter.check(reply, finish, examples)
+        row: dict[str, Any] = {"iteration": iteration, "policy_version": self.ctl.iteration_version(),
+                               "reason": reason, "reply": reply, "examples": examples, "time": time.time()}
+        record = None
+        if text is not None:
+            self.created.append(text)
+            pid = f"created-{iteration}-{len(self.created) - 1}"
+            record = PromptRecord(prompt_id=pid, messages=({"role": "user", "content": text},))
+            row.update(prompt_id=pid, prompt=text)
+        self._log.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return record
+
+    def close(self) -> None:
+        self._log.close()
