@@ -33,7 +33,7 @@ def _run_id(value: str) -> str:
     return value
 
 
-def _pool_size(value: str) -> int:
+def _positive_int(value: str) -> int:
     try:
         n = int(value)
     except ValueError:
@@ -196,6 +196,18 @@ def _cmd_judge_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from selm_ray.evaluate import compare
+
+    cfg = load_config(args.config, args.overrides)
+    result = compare(cfg, args.model, args.baseline, args.prompts, args.max_prompts)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from selm_ray.report import write_report
 
@@ -248,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scale", help="resize the generator / judge pools of a running job")
     sc.add_argument("--address", default="auto", help=address_help + " (default auto)")
     sc.add_argument("--run", type=_run_id, help="run id (default: the only live run)")
-    sc.add_argument("--generators", type=_pool_size, help="new generator pool size")
-    sc.add_argument("--judges", type=_pool_size, help="new judge pool size")
+    sc.add_argument("--generators", type=_positive_int, help="new generator pool size")
+    sc.add_argument("--judges", type=_positive_int, help="new judge pool size")
     sc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                     help="wait up to this long for the pools to reach the new sizes")
     sc.set_defaults(func=_cmd_scale)
@@ -263,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     je.add_argument("--out", help="also write the JSON result here")
     je.set_defaults(func=_cmd_judge_eval)
 
+    ev = sub.add_parser("eval", help="win/tie/loss of a model against a baseline, judged by the configured judge")
+    _add_config_args(ev)
+    ev.add_argument("--model", required=True, help="model (alias, folder or checkpoint) to evaluate")
+    ev.add_argument("--baseline", required=True, help="model to compare against")
+    ev.add_argument("--prompts", required=True, help="prompt set (.jsonl/.parquet, a datasets name, or seed)")
+    ev.add_argument("--max-prompts", type=int, default=None)
+    ev.add_argument("--out", help="also write the JSON result here")
+    ev.set_defaults(func=_cmd_eval)
+
     rp = sub.add_parser("report", help="charts (PNG) and a markdown summary of a run directory")
     rp.add_argument("run_dir", help="a run directory (runs/<run id>)")
     rp.add_argument("--out", help="output folder (default RUN_DIR/report)")
@@ -270,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="one generate -> judge -> pair pass on the configured model")
     _add_config_args(d)
-    d.add_argument("--prompts", type=int, default=8, help="number of prompts (default 8)")
+    d.add_argument("--prompts", type=_positive_int, default=8, help="number of prompts (default 8)")
     d.add_argument("--run-dir", help="where to write pairs and the summary")
     d.set_defaults(func=_cmd_demo)
     return parser
@@ -278,9 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "prompts", 1) is not None and getattr(args, "prompts", 1) < 1:
-        print("selm-ray: error: --prompts must be >= 1", file=sys.stderr)
-        return 2
     try:
         return args.func(args)
     except USER_ERRORS + _late_errors() as e:

@@ -76,6 +76,11 @@ class Generator:
         self.calls += 1
         return out
 
+    def answer(self, records: Sequence[PromptRecord]) -> list[Candidate]:
+        """One greedy answer per prompt (evaluation)."""
+        prompts = [render_prompt(self.engine.tokenizer, r.messages) for r in records]
+        return self.engine.greedy(prompts, self.cfg.generation.max_new_tokens, self.version)
+
     def create_prompts(self, requests: Sequence[Sequence[str]], seed: int | None = None) -> list[tuple[str, str]]:
         """Self-instruct: for each list of example instructions, one sampled new instruction
         (raw reply, finish reason); the controller filters them."""

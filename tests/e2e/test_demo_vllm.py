@@ -59,7 +59,7 @@ def test_cli_rejects_bad_input_without_starting_anything(tmp_path):
     assert bad.returncode == 2 and "judge.mode: must be one of" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", "0"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "--prompts must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "argument --prompts: '0': must be an integer >= 1" in bad.stderr
 
 
 @pytest.mark.slow

@@ -71,3 +71,24 @@ def test_judge_eval_command(tmp_path, smollm2_tokenizer):
                           "judge.kind=function", "--set", "judge.function=nope.mod:f"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "judge.function: cannot import 'nope.mod'" in bad.stderr
+
+
+def test_eval_command_on_two_tiny_checkpoints(tmp_path, smollm2_tokenizer):
+    from selm_ray.models import build_tiny_causal_lm
+
+    a = build_tiny_causal_lm(tmp_path / "a", seed=1, tokenizer=smollm2_tokenizer)
+    b = build_tiny_causal_lm(tmp_path / "b", seed=2, tokenizer=smollm2_tokenizer)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me one fact about the number {i}."}) + "\n"
+                               for i in range(6)))
+    out = subprocess.run([sys.executable, "-m", "selm_ray.cli", "eval", "--model", str(a), "--baseline", str(b),
+                          "--prompts", str(prompts), "--set", "judge.kind=function", "--set",
+                          "judge.function=selm_ray.judging.functions:brevity", "--set", "generation.max_new_tokens=24",
+                          "--out", str(tmp_path / "eval.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads((tmp_path / "eval.json").read_text())
+    assert r["prompts"] == 6 and r["wins"] + r["ties"] + r["losses"] + r["failures"] == 6
+    lo, hi = r["win_rate_ci95"]
+    assert 0 <= lo <= r["win_rate"] <= hi <= 1
+    assert r["mean_tokens_model"] > 0 and r["mean_tokens_baseline"] > 0
+    assert r["judge"] == "fn:selm_ray.judging.functions:brevity"

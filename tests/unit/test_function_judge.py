@@ -77,3 +77,17 @@ def test_labelled_rows_need_chosen_and_rejected(tmp_path):
         load_labelled(str(path))
     [r] = as_rollouts(load_labelled(str(path), max_pairs=1))
     assert [c.text for c in r.candidates] == ["a", "b"]
+
+
+def test_win_tie_loss_and_wilson_interval():
+    from selm_ray.evaluate import win_tie_loss, wilson
+    from selm_ray.records import CandidateScore
+
+    ok = lambda x: CandidateScore(x, 1, 1)  # noqa: E731
+    bad = CandidateScore(None, 0, 1, failure="x")
+    r = win_tie_loss([(ok(3), ok(1)), (ok(2), ok(2)), (ok(0), ok(4)), (ok(5), ok(1)), (bad, ok(1))])
+    assert (r["wins"], r["ties"], r["losses"], r["failures"], r["scored"]) == (2, 1, 1, 1, 4)
+    assert r["win_rate"] == 0.625
+    lo, hi = r["win_rate_ci95"]
+    assert lo < 0.625 < hi and (lo, hi) == wilson(0.625, 4)
+    assert wilson(0.5, 100) == (0.4038, 0.5962)  # the textbook Wilson interval
