@@ -91,6 +91,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary.get("learner_error") is None else 1
 
 
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from selm_ray.runner import sft_only
+
+    cfg = load_config(args.config, args.overrides)
+    m1 = sft_only(cfg, Path(args.run_dir) if args.run_dir else None)
+    print(f"M1: {m1}")
+    return 0
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from selm_ray.submit import follow_hint, submit
 
@@ -238,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     t.add_argument("--run-id", type=_run_id, help="run id = Ray namespace (default: <run.name>-<time>-<random>)")
     t.set_defaults(func=_cmd_train)
+
+    sf = sub.add_parser("sft", help="only the SFT stage (IFT + EFT data, config section sft): M0 -> M1")
+    _add_config_args(sf)
+    sf.add_argument("--run-dir", help="where the checkpoint goes (default: <run.output_dir>/<name>-sft-<time>)")
+    sf.set_defaults(func=_cmd_sft)
 
     sb = sub.add_parser("submit", help="submit a training job to a Ray cluster (Ray Jobs API)")
     sb.add_argument("config", help="YAML config, relative to the working dir")

@@ -210,6 +210,25 @@ class ClusterConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised stage before the preference iterations (M0 -> M1): IFT and EFT data."""
+    enabled: bool = False
+    ift_data: str | None = "builtin:ift"  # .jsonl of prompt/response (or messages); null: none
+    eft_data: str | None = "builtin:eft"  # .jsonl of prompt/response/evaluation; null: none
+    epochs: int = 3
+    lr: float = 5.5e-6  # the Self-Rewarding paper's SFT learning rate
+    batch_size: int = 4
+    max_length: int = 1024
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 16, "max_length", f"must be >= 16, got {self.max_length}")
+        _check(bool(self.ift_data or self.eft_data), "ift_data", "SFT needs ift_data and/or eft_data")
+
+
+@dataclass
 class CreateConfig:
     """Self-instruct: the policy writes new prompts each iteration (selm_ray/selfinstruct.py)."""
     enabled: bool = False
@@ -275,6 +294,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     create: CreateConfig = field(default_factory=CreateConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     def __post_init__(self) -> None:
         lrs = self.learner.lr_by_iteration

@@ -32,6 +32,50 @@ def _init_ray(cfg: Config, namespace: str) -> None:
              include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, namespace=namespace)
 
 
+def run_sft(cfg: Config, run_dir: Path) -> Path:
+    """The SFT stage: M0 (model.path) -> M1 in run_dir/sft/checkpoints/; returns M1's folder.
+    Needs Ray up (a TorchTrainer runs it)."""
+    from selm_ray.learner import checkpoint
+    from selm_ray.learner.trainer import build_sft_trainer
+    from selm_ray.models import resolve_model
+    from selm_ray.sft import load_sft
+
+    s = cfg.sft
+    examples = (load_sft(s.ift_data, "ift") if s.ift_data else []) + (load_sft(s.eft_data, "eft") if s.eft_data else [])
+    out = run_dir / "sft"
+    done = checkpoint.latest(out)
+    if done is not None:  # a resumed run: M1 exists already
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"SFT: {len(examples)} examples ({sum(e.kind == 'ift' for e in examples)} IFT, "
+          f"{sum(e.kind == 'eft' for e in examples)} EFT) x {s.epochs} epochs", flush=True)
+    build_sft_trainer(cfg, resolve_model(cfg.model.path), examples, out).fit()
+    m1 = checkpoint.latest(out)
+    if m1 is None:
+        raise RuntimeError(f"SFT finished without a checkpoint in {out}")
+    print(f"SFT: M1 = {m1}", flush=True)
+    return m1
+
+
+def sft_only(cfg: Config, run_dir: Path | None = None) -> Path:
+    """`selm-ray sft`: only the SFT stage, on a local Ray (or the configured cluster)."""
+    import ray
+
+    run_id = new_run_id(f"{cfg.run.name}-sft")
+    run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
+    _init_ray(cfg, namespace=run_id)
+    try:
+        return run_sft(cfg, run_dir)
+    finally:
+        ray.shutdown()
+
+
+def with_model(cfg: Config, path: Path) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(path)))
+
+
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
@@ -54,6 +98,8 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     _init_ray(cfg, namespace=run_id)
     print(f"run {run_id}: namespace {run_id}, directory {run_dir}", flush=True)
     try:
+        if cfg.sft.enabled:  # M1 first (Self-Rewarding); the preference iterations start from it
+            cfg = with_model(cfg, run_sft(cfg, run_dir))
         ctl = Controller(cfg, run_dir, run_id, resume=resume)
         ctl.install_signal_handlers()
         ctl.start()

@@ -15,12 +15,9 @@ def learner_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path,
-                  resume_from: str | None = None) -> Any:
+def _torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], run_dir: Path, name: str) -> Any:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from selm_ray.learner.loop import train_loop_per_worker
 
     use_gpu = cfg.cluster.learner_gpus > 0
     resources = {"CPU": cfg.cluster.learner_cpus}
@@ -29,12 +26,30 @@ def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_d
     if cfg.cluster.learner_slot:
         resources[cfg.cluster.learner_slot] = 1.0
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "model_path": model_path, "buffer": buffer,
-                           "channel": channel, "run_dir": str(run_dir), "env": learner_env(cfg),
-                           "resume_from": resume_from},
+        loop,
+        train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir), "env": learner_env(cfg), **loop_config},
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(storage_path=str((run_dir / "ray_train").resolve()), name="learner"),
+        run_config=RunConfig(storage_path=str((run_dir / "ray_train").resolve()), name=name),
     )
+
+
+def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path,
+                  resume_from: str | None = None) -> Any:
+    """The preference learner (reads the buffer, publishes weights through the channel)."""
+    from selm_ray.learner.loop import train_loop_per_worker
+
+    return _torch_trainer(cfg, train_loop_per_worker, {"model_path": model_path, "buffer": buffer,
+                                                       "channel": channel, "resume_from": resume_from},
+                          run_dir, "learner")
+
+
+def build_sft_trainer(cfg: Config, model_path: str, examples: list[Any], out_dir: Path) -> Any:
+    """The SFT stage (M0 -> M1) on the same workers, resources and engine as the learner."""
+    from dataclasses import asdict
+
+    from selm_ray.learner.sft_loop import sft_loop_per_worker
+
+    return _torch_trainer(cfg, sft_loop_per_worker, {"model_path": model_path,
+                                                     "examples": [asdict(e) for e in examples]}, out_dir, "sft")

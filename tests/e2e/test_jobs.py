@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def head(tmp_path, selm_home):
-    port, dash, metrics = _free_port(), _free_port(), _free_port()
+    port, dash, metrics, agent = _free_port(), _free_port(), _free_port(), _free_port()
     # token authentication on, with a token of our own that every client below presents
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env = {**os.environ, **auth, "SELM_RAY_HOME": str(selm_home), "RAY_ADDRESS": "",
@@ -40,6 +40,9 @@ def head(tmp_path, selm_home):
     proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=8",
                              f"--metrics-export-port={metrics}",
+                             # the job agent's HTTP port defaults to 52365: another Ray on this
+                             # machine (a parallel session) may hold it, and jobs then never start
+                             f"--dashboard-agent-listen-port={agent}",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"

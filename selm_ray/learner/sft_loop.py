@@ -1,0 +1,64 @@
+"""The SFT stage on every learner worker: masked cross-entropy on the answers of IFT/EFT examples,
+then an HF checkpoint (M1) in run_dir/sft/checkpoints/. Same engine as the preference learner."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selm_ray.config import config_from_dict
+from selm_ray.learner import checkpoint
+from selm_ray.learner.batching import kept
+from selm_ray.learner.engine import TrainEngine, load_models
+from selm_ray.losses import sequence_logps
+from selm_ray.sft import SFTExample, collate_sft
+
+
+def sft_step(engine: TrainEngine, tok: Any, examples: list[SFTExample], max_length: int) -> dict[str, float]:
+    batch = collate_sft(tok, examples, max_length)
+    mask = kept(batch, "loss_mask")
+    logps = sequence_logps(engine.forward_logits(batch), kept(batch, "input_ids"), mask)
+    loss = -logps.sum() / mask.sum().clamp(min=1)  # mean NLL per answer token
+    grad_norm = engine.backward_step(loss)
+    return {"loss": loss.item(), "grad_norm": grad_norm, "tokens": int(mask.sum().item())}
+
+
+def sft_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    for k, v in loop_config.get("env", {}).items():
+        os.environ.setdefault(k, v)
+    cfg = config_from_dict(loop_config["config"])
+    s = cfg.sft
+    examples = [SFTExample(tuple(e["messages"]), e["response"], e["kind"]) for e in loop_config["examples"]]
+    out_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.cluster.learner_threads)
+    torch.manual_seed(cfg.run.seed)
+    models = load_models(loop_config["model_path"], cfg.learner)
+    engine = TrainEngine(models, cfg.learner, world)
+    engine.set_lr(s.lr)
+    rng, step = random.Random(cfg.run.seed), 0
+    log = (out_dir / "metrics.jsonl").open("a") if rank == 0 else None
+    for epoch in range(s.epochs):
+        order = examples[:]
+        rng.shuffle(order)  # same seed on every rank: the same order everywhere
+        for i in range(0, len(order), s.batch_size * world):
+            chunk = order[i:i + s.batch_size * world]
+            mine = chunk[rank::world] or chunk[-1:]
+            t0 = time.time()
+            m = sft_step(engine, models.tokenizer, mine, s.max_length)
+            step += 1
+            if log is not None:
+                log.write(json.dumps({"stage": "sft", "epoch": epoch, "step": step, **m,
+                                      "step_seconds": time.time() - t0, "time": time.time()}) + "\n")
+                log.flush()
+    state = {"step": step, "version": 0, "iteration": 0, "ref_version": 0, "phase_step": 0,
+             "buffer_cursor": 0, "stage": "sft"}
+    checkpoint.save(engine, models.tokenizer, state, out_dir, rank, cfg.learner.lora_rank > 0)
