@@ -210,6 +210,17 @@ class ClusterConfig:
 
 
 @dataclass
+class EvalConfig:
+    """After every iteration: the new policy vs the starting one on a prompt set (greedy answers,
+    judged by the judge pool): win/tie/loss and lengths in metrics.jsonl (event eval)."""
+    prompts: str | None = None  # .jsonl/.parquet/datasets name/seed; null: off
+    max_prompts: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.max_prompts >= 1, "max_prompts", f"must be >= 1, got {self.max_prompts}")
+
+
+@dataclass
 class SFTConfig:
     """Supervised stage before the preference iterations (M0 -> M1): IFT and EFT data."""
     enabled: bool = False
@@ -295,6 +306,7 @@ class Config:
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     create: CreateConfig = field(default_factory=CreateConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         lrs = self.learner.lr_by_iteration
@@ -303,6 +315,9 @@ class Config:
         if self.learner.loss == "selm":
             _check(self.generation.ref_response, "generation.ref_response",
                    "must be true with learner.loss selm (the optimism term needs y_ref)")
+        if self.eval.prompts:
+            _check(self.schedule.mode != "async", "eval.prompts",
+                   "per-iteration evaluation needs iteration boundaries; use schedule.mode iterative")
         if self.create.enabled:
             _check(self.schedule.mode != "async", "create.enabled",
                    "prompt creation runs at iteration starts; use schedule.mode iterative or sequential")

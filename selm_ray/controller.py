@@ -65,6 +65,7 @@ class Controller:
         self._pending_syncs: list[Any] = []
         self.last_metrics: dict[str, Any] = {}
         self.judge_evals: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
         self.creator: Any = None  # PromptCreator when create.enabled
         self.iteration = 0
 
@@ -148,6 +149,39 @@ class Controller:
         self._log(f"judge agreement with {row['pairs']} labelled pairs: accuracy {row['accuracy']} "
                   f"tie {row['tie_rate']} failure {row['failure_rate']}")
 
+    def _start_eval(self) -> None:
+        """Greedy answers of the starting policy (M0, or M1 after SFT) to the eval prompts: the
+        baseline every later policy is compared with."""
+        e = self.cfg.eval
+        if not e.prompts or self.cfg.schedule.mode == "async":
+            return
+        records, _ = load_prompts(e.prompts, "train", "error", "ignore", e.max_prompts)
+        self._eval_records = records
+        self._baseline = launch.call_with_retry(self.gens.pick().actor.answer, records)
+
+    def _evaluate_policy(self, iteration: int) -> None:
+        """The policy the engines now serve vs the baseline, judged by the judge pool."""
+        if not getattr(self, "_eval_records", None):
+            return
+        from selm_ray.evaluate import win_tie_loss
+        from selm_ray.records import Rollout
+
+        member = self.gens.pick()
+        answers = launch.call_with_retry(member.actor.answer, self._eval_records)
+        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b))
+                    for r, a, b in zip(self._eval_records, answers, self._baseline)]
+        judgements = launch.call_with_retry(self.judges.pick().actor.judge, rollouts)
+        mean = lambda xs: round(sum(xs) / len(xs), 2)  # noqa: E731
+        row = {"event": "eval", "iteration": iteration, "policy_version": member.version,
+               **win_tie_loss([(j.scores[0], j.scores[1]) for j in judgements]),
+               "mean_tokens_policy": mean([a.num_tokens for a in answers]),
+               "mean_tokens_baseline": mean([b.num_tokens for b in self._baseline]), "time": time.time()}
+        self.write_metrics(row)
+        self.evals.append(row)
+        self._log(f"eval v{member.version} vs start: win rate {row['win_rate']} {row['win_rate_ci95']} "
+                  f"(W/T/L {row['wins']}/{row['ties']}/{row['losses']}), tokens {row['mean_tokens_policy']} "
+                  f"vs {row['mean_tokens_baseline']}")
+
     def _prepare_resume(self) -> None:
         """Continue from the newest complete checkpoint: its weights, counters and buffer cursor."""
         ckpt = checkpoint.latest(self.run_dir)
@@ -189,6 +223,7 @@ class Controller:
             self.creator = PromptCreator(self, [r.messages[-1]["content"] for r in records])
         self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                   f"{s.iterations} x {s.prompts_per_iteration} prompts")
+        self._start_eval()
         self.loop_t0 = time.time()
         done = self._already_judged() if self.resume else set()
         slices = [[r for r in chunk if r.prompt_id not in done] for chunk in slices]
@@ -207,6 +242,7 @@ class Controller:
                 self.channel.end_generation.remote(t)
                 self._wait_for_version(t + 1)
                 self._push_weights()
+                self._evaluate_policy(t)
         else:
             self._stream([r for chunk in slices for r in chunk], iteration=0)
             self._evaluate_judge(0)
@@ -411,7 +447,7 @@ class Controller:
             "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
             "generators": gen_stats, "judges": [] if self.judges is self.gens else judge_stats,
             "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
-            "pool_events": self.ops.events, "judge_eval": self.judge_evals,
+            "pool_events": self.ops.events, "judge_eval": self.judge_evals, "eval": self.evals,
             "prompt_creation": self.creator.counts if self.creator else None,
             "loop_seconds": round(loop_s, 1),
             "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},

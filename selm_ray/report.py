@@ -71,7 +71,14 @@ def charts(run_dir: Path, out: Path) -> dict[str, Path]:
     t0 = stats[0]["time"] - stats[0]["elapsed_seconds"] if stats else 0.0
     ts = [s["time"] - t0 for s in stats]
     idx = list(range(1, len(pairs) + 1))
+    evals = [m for m in metrics if m.get("event") == "eval"]
+    jevals = [m for m in metrics if m.get("event") == "judge_eval"]
     made = {
+        "evaluation": _chart(out / "evaluation.png", "per iteration: win rate vs the starting policy, "
+                             "judge accuracy", "iteration", [
+                                 ("win rate", _col(evals, lambda m: m["iteration"] + 1), _col(evals, "win_rate")),
+                                 ("judge accuracy", _col(jevals, lambda m: m["iteration"] + 1),
+                                  _col(jevals, lambda m: m.get("accuracy") or 0.0))]),
         "scores": _chart(out / "scores.png", "judge scores (rolling mean of 16 pairs)", "pair", [
             ("chosen", idx, rolling(_col(pairs, "chosen_score"))),
             ("rejected", idx, rolling(_col(pairs, "rejected_score"))),

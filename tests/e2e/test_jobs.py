@@ -165,7 +165,8 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
     model = f"model.path={tiny_model_path}"
     a = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=3", "--set", "schedule.prompts_per_iteration=36", "--set",
-                "generation.max_new_tokens=64", "--run-id", "live-a",
+                # long enough (minutes) that scaling up and down happens while it generates
+                "generation.max_new_tokens=96", "--set", "generation.num_candidates=4", "--run-id", "live-a",
                 "--run-dir", str(tmp_path / "a"), submission_id="live-a")
     b = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=2", "--set", "schedule.prompts_per_iteration=16", "--set",
@@ -186,14 +187,19 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
     later = _poll_stats(head, a, lambda s: s["buffer"]["pairs_in"] > at_scale and all(
         g["calls"] > 0 for g in s["pools"]["generator"]["actors"]), timeout=600)
     assert later["time"] > first["time"] and later["buffer"]["pairs_in"] > first["buffer"]["pairs_in"]
-    assert [e["to"] for e in later["events"]] == [2]
+    assert [e["to"] for e in later["events"]] == [2]  # 1 -> 2 so far
     # every actor a snapshot shows belongs to its own run
     for run, snap in ((a, later), (b, b_live)):
         names = [x["name"] for p in snap["pools"].values() for x in p["actors"]]
         assert names and all(n.startswith(f"{run}-") for n in names), names
+    # and back to 1: the newest generator stops taking work, finishes what it holds, then leaves
+    shrunk = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "1", "--wait", "300")
+    assert shrunk.returncode == 0, shrunk.stderr[-2000:]
+    pools = json.loads(shrunk.stdout.strip().splitlines()[-1])["pools"]
+    assert (pools["generator"]["size"], pools["generator"]["draining"]) == (1, 0)
     # the same snapshot through the dashboard URL (relayed by a short job on the cluster)
     relayed = _stats(head, a, address=head.address)
-    assert relayed["run"] == a and relayed["pools"]["generator"]["size"] == 2
+    assert relayed["run"] == a and relayed["pools"]["generator"]["size"] == 1
     # the figures are Ray metrics too (the node's Prometheus endpoint)
     text = urllib.request.urlopen(f"http://127.0.0.1:{head.metrics_port}/metrics", timeout=30).read().decode()
     assert "ray_selm_ray_buffer_size{" in text and 'run="live-a"' in text and "ray_selm_ray_pool_size{" in text
@@ -203,8 +209,9 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
         assert status == "SUCCEEDED", logs[-3000:]
     sa = json.loads((tmp_path / "a" / "summary.json").read_text())
     sb = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert len(sa["generators"]) == 2 and all(g["calls"] > 0 for g in sa["generators"])
-    assert [e["to"] for e in sa["pool_events"]] == [2] and sb["pool_events"] == []
+    # the drained generator left; every prompt of the job was still answered exactly once (below)
+    assert len(sa["generators"]) == 1 and sa["generators"][0]["calls"] > 0
+    assert [e["to"] for e in sa["pool_events"]] == [2, 1] and sb["pool_events"] == []
     for summary, d in ((sa, "a"), (sb, "b")):  # each buffer holds exactly its own job's pairs
         rows = (tmp_path / d / "buffer" / "pairs.jsonl").read_text().splitlines()
         assert summary["pairs"] == len(rows) > 0

@@ -42,8 +42,13 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     labelled = tmp_path / "labelled.jsonl"  # the judge pool is scored on these after every iteration
     labelled.write_text("".join(json.dumps({"prompt": f"Name a colour ({i})", "chosen": "Blue.",
                                             "rejected": "I do not know."}) + "\n" for i in range(3)))
-    s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}")
+    prompts = tmp_path / "eval.jsonl"  # and the new policy is compared with the start on these
+    prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("tea", "sea")))
+    s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}", f"eval.prompts={prompts}")
     assert s["learner_error"] is None
+    assert [(r["iteration"], r["policy_version"], r["prompts"]) for r in s["eval"]] == [(0, 1, 2), (1, 2, 2)]
+    assert all(r["wins"] + r["ties"] + r["losses"] + r["failures"] == 2 and r["mean_tokens_policy"] > 0
+               for r in s["eval"])
     assert [(r["iteration"], r["pairs"]) for r in s["judge_eval"]] == [(0, 3), (1, 3)]
     assert all(r["judge"] == "self:expected" for r in s["judge_eval"])
     assert s["prompts"] == 16 and s["pairs"] >= 8

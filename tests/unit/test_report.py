@@ -26,14 +26,16 @@ def test_rolling_mean():
 def test_report_writes_charts_and_markdown(tmp_path):
     run = tmp_path / "run"
     _write(run / "metrics.jsonl", [{"step": s, "loss": 0.7 - 0.01 * s, "rewards/accuracy": 0.5} for s in range(1, 6)]
-           + [{"event": "pool_resize", "pool": "generator", "from": 1, "to": 2, "reason": "selm-ray scale"}])
+           + [{"event": "pool_resize", "pool": "generator", "from": 1, "to": 2, "reason": "selm-ray scale"}]
+           + [{"event": "eval", "iteration": t, "win_rate": 0.5 + 0.1 * t} for t in range(2)]
+           + [{"event": "judge_eval", "iteration": t, "accuracy": 0.6} for t in range(2)])
     _write(run / "stats.jsonl", [_stats(t, 0.1 * t, 1 if t < 3 else 2) for t in range(6)])
     _write(run / "buffer" / "pairs.jsonl", [{"chosen_score": 4.0, "rejected_score": 1.0 + i % 2,
                                              "chosen_tokens": 10 + i, "rejected_tokens": 12} for i in range(20)])
     (run / "summary.json").write_text(json.dumps({"pairs": 20, "pairs_per_second": 0.3}))
     assert main(["report", str(run)]) == 0
     out = run / "report"
-    for name in ("scores", "loss", "lengths", "throughput", "staleness"):
+    for name in ("scores", "loss", "lengths", "throughput", "staleness", "evaluation"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     md = (out / "report.md").read_text()
