@@ -139,7 +139,7 @@ class Operator:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         ctl, c = self.ctl, self.ctl.counters
-        st = ray.get(ctl.buffer.stats.remote())
+        st = launch.call_with_retry(ctl.buffer.stats)  # the buffer may be restarting
         learner = ray.get(ctl.channel.state.remote())
         pin, pout = self.live.rates(now, c.pairs, st.served)
         lags = {int(k): v for k, v in st.lag_histogram.items()}
