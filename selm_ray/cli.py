@@ -193,28 +193,27 @@ def _cmd_scale(args: argparse.Namespace, out_file: Any) -> int:
     return 0
 
 
+def _emit(result: dict[str, Any], out: str | None) -> int:
+    """Print a command's JSON result, and write it to --out when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_judge_eval(args: argparse.Namespace) -> int:
     from selm_ray.judge_eval import evaluate
 
     cfg = load_config(args.config, args.overrides)
-    result = evaluate(cfg, args.data, args.split, args.max_pairs)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return _emit(evaluate(cfg, args.data, args.split, args.max_pairs), args.out)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from selm_ray.evaluate import compare
 
     cfg = load_config(args.config, args.overrides)
-    result = compare(cfg, args.model, args.baseline, args.prompts, args.max_prompts)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return _emit(compare(cfg, args.model, args.baseline, args.prompts, args.max_prompts), args.out)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

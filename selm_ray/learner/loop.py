@@ -124,20 +124,26 @@ def _phase_steps(cfg: Config, world: int) -> int:
     return math.ceil(prompts / per)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, TrainEngine]:
+    """What every learner worker does first (preference loop and SFT stage alike):
+    (config, rank, world size, models, engine)."""
     import ray.train
 
     for k, v in loop_config.get("env", {}).items():
         os.environ.setdefault(k, v)  # before deepspeed is imported (it reads DS_ACCELERATOR once)
     cfg = config_from_dict(loop_config["config"])
-    buffer, channel = loop_config["buffer"], loop_config["channel"]
-    run_dir = Path(loop_config["run_dir"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.cluster.learner_threads)
     torch.manual_seed(cfg.run.seed)
     models = load_models(loop_config["model_path"], cfg.learner)
-    engine = TrainEngine(models, cfg.learner, world)
+    return cfg, rank, world, models, TrainEngine(models, cfg.learner, world)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg, rank, world, models, engine = setup_worker(loop_config)
+    buffer, channel = loop_config["buffer"], loop_config["channel"]
+    run_dir = Path(loop_config["run_dir"])
     st, phase_steps = LearnerState(), _phase_steps(cfg, world)
     resume = loop_config.get("resume_from")
     if resume:  # the model path above IS that checkpoint; now its optimizer and counters

@@ -3,18 +3,15 @@ then an HF checkpoint (M1) in run_dir/sft/checkpoints/. Same engine as the prefe
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from selm_ray.config import config_from_dict
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import kept
-from selm_ray.learner.engine import TrainEngine, load_models
+from selm_ray.learner.engine import TrainEngine
+from selm_ray.learner.loop import setup_worker
 from selm_ray.losses import sequence_logps
 from selm_ray.sft import SFTExample, collate_sft
 
@@ -29,20 +26,10 @@ def sft_step(engine: TrainEngine, tok: Any, examples: list[SFTExample], max_leng
 
 
 def sft_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
-
-    for k, v in loop_config.get("env", {}).items():
-        os.environ.setdefault(k, v)
-    cfg = config_from_dict(loop_config["config"])
+    cfg, rank, world, models, engine = setup_worker(loop_config)
     s = cfg.sft
     examples = [SFTExample(tuple(e["messages"]), e["response"], e["kind"]) for e in loop_config["examples"]]
     out_dir = Path(loop_config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.cluster.learner_threads)
-    torch.manual_seed(cfg.run.seed)
-    models = load_models(loop_config["model_path"], cfg.learner)
-    engine = TrainEngine(models, cfg.learner, world)
     engine.set_lr(s.lr)
     rng, step = random.Random(cfg.run.seed), 0
     log = (out_dir / "metrics.jsonl").open("a") if rank == 0 else None
