@@ -41,7 +41,7 @@ class Member:
     def busy_total(self, now: float) -> float:
         return self.busy_seconds + (now - self._busy_since if self._busy_since is not None else 0.0)
 
-    def view(self, kind: str, now: float) -> dict[str, Any]:
+    def view(self, now: float) -> dict[str, Any]:
         age = max(1e-9, now - self.joined)
         return {"name": self.name, "version": self.version, "inflight": self.inflight, "calls": self.calls,
                 "draining": self.draining, "tokens_per_second": round(self.tokens / age, 2),
@@ -84,4 +84,4 @@ class Pool:
     def view(self, now: float) -> dict[str, Any]:
         return {"kind": self.kind, "size": self.size(), "starting": len(self.starting),
                 "draining": sum(m.draining for m in self.members), "target": self.target,
-                "actors": [m.view(self.kind, now) for m in self.members]}
+                "actors": [m.view(now) for m in self.members]}
