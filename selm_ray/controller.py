@@ -368,6 +368,8 @@ class Controller:
                 self.counters.weight_sync_seconds.append(ray.get(ref))
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                 pass  # that engine restarted and caught up by itself (see catch_up)
+            except ray.exceptions.ObjectLostError:
+                pass  # async end: the learner left with a newer version pending; the engine keeps its own
 
     @staticmethod
     def _await_update(actor: Any, ref: Any, version: int, weights: Any) -> float:
@@ -423,8 +425,9 @@ class Controller:
         for ref in self._pending_syncs:
             try:
                 c.weight_sync_seconds.append(ray.get(ref))
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                pass
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.ObjectLostError):
+                pass  # as in _push_weights: a restarted engine, or weights whose owner (learner) left
         state = ray.get(self.channel.state.remote())
         stats = ray.get(self.buffer.stats.remote())
         gen_stats = ray.get([m.actor.stats.remote() for m in self.gens.members])

@@ -107,6 +107,16 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int) -> 
         ray.get(channel.publish.remote(st.version, [ref], time.time() - t0))
 
 
+def _hold_until_stop(channel: Any, rank: int, world: int) -> None:
+    """Rank 0 owns the last published weights (its ray.put): if it exited now, an engine still
+    fetching them would fail with OwnerDiedError. The controller requests the stop only after
+    every engine has loaded them (and the final evaluation ran)."""
+    import ray
+
+    while not _broadcast(bool(ray.get(channel.poll.remote())["stop"]) if rank == 0 else None, world):
+        time.sleep(0.2)
+
+
 def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
                 rank: int, buffer: Any) -> str:
     from selm_ray.actors.launch import call_with_retry
@@ -195,6 +205,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 ray.get(channel.report.remote({"event": "iteration_end", "step": st.step,
                                                "iteration": st.iteration, "version": st.version}))
             if st.iteration >= sched.iterations:
+                _hold_until_stop(channel, rank, world)
                 return
             continue
         per_rank = math.ceil(len(d.pairs) / world)
