@@ -73,8 +73,6 @@ class Controller:
     def log(self, msg: str) -> None:
         print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
 
-    _log = log
-
     def write_metrics(self, row: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
@@ -113,14 +111,14 @@ class Controller:
         if not self.cfg.judge.colocate:
             self.ops.launch(self.judges, c.num_judges)
         judges = "judging in the generators" if self.cfg.judge.colocate else f"{c.num_judges} judge(s)"
-        self._log(f"started {c.num_generators} generator(s), {judges}; model {self.model_path}")
+        self.log(f"started {c.num_generators} generator(s), {judges}; model {self.model_path}")
         trainer = build_trainer(self.cfg, self.model_path, self.buffer, self.channel, self.run_dir,
                                 self.resume_from)
         self.learner_thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
         self.learner_thread.start()
         self.ops.admit(block=True)
         self.ops.state = "running"
-        self._log("engines ready")
+        self.log("engines ready")
 
     def _load_judge_eval(self) -> list | None:
         """Fail before any actor starts if the judge or its labelled set is unusable."""
@@ -146,7 +144,7 @@ class Controller:
                **agreement(judgements), "time": time.time()}
         self.write_metrics(row)
         self.judge_evals.append(row)
-        self._log(f"judge agreement with {row['pairs']} labelled pairs: accuracy {row['accuracy']} "
+        self.log(f"judge agreement with {row['pairs']} labelled pairs: accuracy {row['accuracy']} "
                   f"tie {row['tie_rate']} failure {row['failure_rate']}")
 
     def _start_eval(self) -> None:
@@ -178,7 +176,7 @@ class Controller:
                "mean_tokens_baseline": mean([b.num_tokens for b in self._baseline]), "time": time.time()}
         self.write_metrics(row)
         self.evals.append(row)
-        self._log(f"eval v{member.version} vs start: win rate {row['win_rate']} {row['win_rate_ci95']} "
+        self.log(f"eval v{member.version} vs start: win rate {row['win_rate']} {row['win_rate_ci95']} "
                   f"(W/T/L {row['wins']}/{row['ties']}/{row['losses']}), tokens {row['mean_tokens_policy']} "
                   f"vs {row['mean_tokens_baseline']}")
 
@@ -191,7 +189,7 @@ class Controller:
         rewound = rewind(self.run_dir / "buffer", state["buffer_cursor"])
         self.model_path, self.resume_from = str(ckpt), str(ckpt)
         self.start_version, self.start_iteration = state["version"], state["iteration"]
-        self._log(f"resuming from {ckpt} (step {state['step']}, policy v{state['version']}, "
+        self.log(f"resuming from {ckpt} (step {state['step']}, policy v{state['version']}, "
                   f"iteration {state['iteration'] + 1}); {rewound} pair(s) served after it will be served again")
 
     def _already_judged(self) -> set[str]:
@@ -221,7 +219,7 @@ class Controller:
             from selm_ray.creator import PromptCreator
 
             self.creator = PromptCreator(self, [r.messages[-1]["content"] for r in records])
-        self._log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
+        self.log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                   f"{s.iterations} x {s.prompts_per_iteration} prompts")
         self._start_eval()
         self.loop_t0 = time.time()
@@ -233,15 +231,16 @@ class Controller:
                     continue
                 self.iteration = t
                 if n_create:  # self-instruct with the current policy, then answer those too
-                    chunk = chunk + self.creator.create(t, n_create)
-                self._log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
+                    # (on resume, created prompts that already have a pair are not answered again)
+                    chunk = chunk + [r for r in self.creator.create(t, n_create) if r.prompt_id not in done]
+                self.log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():
                     break
                 self._evaluate_judge(t)  # the judge of this iteration, before weights move on
                 self.channel.end_generation.remote(t)
                 self._wait_for_version(t + 1)
-                self._push_weights()
+                self.push_weights()
                 self._evaluate_policy(t)
         else:
             self._stream([r for chunk in slices for r in chunk], iteration=0)
@@ -280,7 +279,7 @@ class Controller:
             for ref in ready:
                 self._collect(ref, inflight.pop(ref), inflight)
             if self.cfg.schedule.mode == "async":
-                self._push_weights()
+                self.push_weights()
             self._progress(iteration)
 
     def _submit(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
@@ -296,7 +295,7 @@ class Controller:
             result = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
             self.counters.retries += 1
-            self._log(f"{member.name} failed ({type(e).__name__}); re-sending its work")
+            self.log(f"{member.name} failed ({type(e).__name__}); re-sending its work")
             # the restarted actor loads the newest weights itself (catch_up) before taking work
             self._submit(pool, method, payload, inflight)
             return
@@ -342,9 +341,6 @@ class Controller:
         return min((m.version for m in self.gens.active()), default=self.start_version)
 
     def push_weights(self) -> None:
-        self._push_weights()
-
-    def _push_weights(self) -> None:
         """Send the newest published version to every engine that lacks it (object store, no disk)."""
         version, box = ray.get(self.channel.latest_weights.remote())
         if box is None:
@@ -358,7 +354,7 @@ class Controller:
         if sent and self.cfg.schedule.mode != "async":
             # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
             self.counters.weight_sync_seconds += [self._await_update(a, r, version, box[0]) for a, r in sent]
-            self._log(f"weights v{version} loaded by {len(sent)} engine(s)")
+            self.log(f"weights v{version} loaded by {len(sent)} engine(s)")
         else:
             self._pending_syncs += [r for _, r in sent]  # async: timed when done, never waited on
         done, self._pending_syncs = ray.wait(self._pending_syncs, num_returns=len(self._pending_syncs),
@@ -399,7 +395,7 @@ class Controller:
         c, m = self.counters, self.last_metrics
         loss = f"{m['loss']:.4f}" if "loss" in m else "-"
         where = "async" if self.cfg.schedule.mode == "async" else f"iter {iteration + 1}"
-        self._log(f"{where} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
+        self.log(f"{where} prompts {c.prompts_done} pairs {c.pairs} judge-fail "
                   f"{c.judge_failures}/{c.candidates} | learner step {m.get('step', 0)} v{m.get('version', 0)} "
                   f"loss {loss}")
 
@@ -413,7 +409,7 @@ class Controller:
         self._tb.close()
 
     def request_stop(self, *_: Any) -> None:
-        self._log("stop requested: finishing in-flight work, draining the buffer, checkpointing")
+        self.log("stop requested: finishing in-flight work, draining the buffer, checkpointing")
         self.stop_event.set()
 
     def install_signal_handlers(self) -> None:
@@ -427,7 +423,7 @@ class Controller:
                 c.weight_sync_seconds.append(ray.get(ref))
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
                     ray.exceptions.ObjectLostError):
-                pass  # as in _push_weights: a restarted engine, or weights whose owner (learner) left
+                pass  # as in push_weights: a restarted engine, or weights whose owner (learner) left
         state = ray.get(self.channel.state.remote())
         stats = ray.get(self.buffer.stats.remote())
         gen_stats = ray.get([m.actor.stats.remote() for m in self.gens.members])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import ray
@@ -20,6 +21,41 @@ if TYPE_CHECKING:
 CREATED_FILE = "created_prompts.jsonl"
 
 
+def logged_prompts(path: Path) -> dict[int, list[PromptRecord]]:
+    """Accepted prompts of an earlier attempt of this run, by iteration, in the order written.
+
+    A resumed run needs them twice: as known prompts (no new one may duplicate them, and their
+    ids are taken) and, for the iteration being redone, as that iteration's created prompts: they
+    may already have judged pairs, so they are reused instead of being written again.
+    """
+    out: dict[int, list[PromptRecord]] = {}
+    if not path.is_file():
+        return out
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break  # a line cut short by the interruption itself
+            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+        if row.get("reason") == "accepted":
+            out.setdefault(int(row["iteration"]), []).append(
+                PromptRecord(prompt_id=row["prompt_id"], messages=({"role": "user", "content": row["prompt"]},)))
+    return out
+
+
+def drop_cut_line(path: Path) -> None:
+    """Remove a last line left without its newline by a killed process, so appends start clean."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 class PromptCreator:
     def __init__(self, ctl: "Controller", seed_texts: Sequence[str]) -> None:
         c = ctl.cfg.create
@@ -28,6 +64,13 @@ class PromptCreator:
         self.filter = PromptFilter(list(seed_texts), c.min_words, c.max_words, c.max_similarity)
         self.created: list[str] = []
         self.rng = random.Random(ctl.cfg.run.seed)
+        if ctl.resume:
+            drop_cut_line(ctl.run_dir / CREATED_FILE)
+        self.earlier = logged_prompts(ctl.run_dir / CREATED_FILE) if ctl.resume else {}
+        for records in self.earlier.values():
+            for r in records:
+                self.created.append(r.messages[-1]["content"])
+                self.filter.remember(self.created[-1])
         self._log = (ctl.run_dir / CREATED_FILE).open("a")
 
     @property
@@ -35,8 +78,11 @@ class PromptCreator:
         return dict(self.filter.counts)
 
     def create(self, iteration: int, wanted: int) -> list[PromptRecord]:
-        """Up to ``wanted`` new prompts; gives up after ``max_attempts_factor * wanted`` samples."""
-        accepted: list[PromptRecord] = []
+        """Up to ``wanted`` new prompts; gives up after ``max_attempts_factor * wanted`` samples.
+        On resume, what an earlier attempt accepted for this iteration counts first."""
+        accepted: list[PromptRecord] = self.earlier.pop(iteration, [])[:wanted]
+        if accepted:
+            self.ctl.log(f"iteration {iteration + 1}: {len(accepted)} prompt(s) created before the resume reused")
         attempts, budget = 0, wanted * self.cfg.max_attempts_factor
         while len(accepted) < wanted and attempts < budget and not self.ctl.stop_event.is_set():
             n = min(budget - attempts, max(4, 2 * (wanted - len(accepted))))

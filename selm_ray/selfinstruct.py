@@ -80,9 +80,13 @@ class PromptFilter:
         self.counts[reason] += 1
         if reason != "accepted":
             return None, reason
+        self.remember(text)
+        return text, reason
+
+    def remember(self, text: str) -> None:
+        """A prompt later ones must not duplicate (e.g. accepted by an earlier attempt of a run)."""
         self.known.append(text)
         self._known_words.append(words(text))
-        return text, reason
 
     def _reason(self, text: str, finish_reason: str, examples: Sequence[str]) -> str:
         if finish_reason == "length":

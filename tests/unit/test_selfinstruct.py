@@ -59,3 +59,31 @@ def test_examples_mix_seed_and_created():
     ex = pick_examples(SEED * 3, ["c1", "c2", "c3", "c4", "c5"], 8, rng)
     assert len(ex) == 8 and sum(e.startswith("c") for e in ex) == 4
     assert len(pick_examples(SEED, [], 8, rng)) == 3  # a small pool gives what it has
+
+
+def test_remembered_prompts_count_as_known_without_being_counted():
+    f = PromptFilter(list(SEED))
+    f.remember("Compose a polite email declining a meeting invitation.")
+    assert sum(f.counts.values()) == 0
+    assert f.check("Compose a polite email declining the meeting invitation.", "stop", [])[1] == "near_duplicate"
+
+
+def test_logged_prompts_of_an_earlier_attempt(tmp_path):
+    import json
+
+    from selm_ray.creator import drop_cut_line, logged_prompts
+
+    path = tmp_path / "created_prompts.jsonl"
+    assert logged_prompts(path) == {}
+    rows = [{"iteration": 0, "reason": "accepted", "prompt_id": "created-0-0", "prompt": "Name two rivers."},
+            {"iteration": 0, "reason": "near_duplicate", "reply": "Name two rivers!"},
+            {"iteration": 1, "reason": "accepted", "prompt_id": "created-1-1", "prompt": "Plan a picnic."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"iteration": 1, "rea')  # cut by a kill
+    got = logged_prompts(path)
+    assert {t: [(r.prompt_id, r.messages[-1]["content"]) for r in rs] for t, rs in got.items()} == {
+        0: [("created-0-0", "Name two rivers.")], 1: [("created-1-1", "Plan a picnic.")]}
+    drop_cut_line(path)  # what a resumed run appends then starts on a line of its own
+    assert path.read_text().endswith("Plan a picnic.\"}\n") and logged_prompts(path) == got
+    path.write_text("not json\n" + json.dumps(rows[0]) + "\n")  # damage before the end is an error
+    with pytest.raises(ValueError, match=r"created_prompts.jsonl:1: not JSON"):
+        logged_prompts(path)
