@@ -78,12 +78,12 @@ class PromptCreator:
         return dict(self.filter.counts)
 
     def create(self, iteration: int, wanted: int) -> list[PromptRecord]:
-        """Up to ``wanted`` new prompts; gives up after ``max_attempts_factor * wanted`` samples.
-        On resume, what an earlier attempt accepted for this iteration counts first."""
+        """Up to ``wanted`` new prompts. On resume, what an earlier attempt accepted for this
+        iteration counts first; then at most ``max_attempts_factor`` samples per prompt still needed."""
         accepted: list[PromptRecord] = self.earlier.pop(iteration, [])[:wanted]
         if accepted:
             self.ctl.log(f"iteration {iteration + 1}: {len(accepted)} prompt(s) created before the resume reused")
-        attempts, budget = 0, wanted * self.cfg.max_attempts_factor
+        attempts, budget = 0, (wanted - len(accepted)) * self.cfg.max_attempts_factor  # per prompt still needed
         while len(accepted) < wanted and attempts < budget and not self.ctl.stop_event.is_set():
             n = min(budget - attempts, max(4, 2 * (wanted - len(accepted))))
             requests = [pick_examples(self.seed_pool, self.created, self.cfg.shots, self.rng) for _ in range(n)]
