@@ -60,6 +60,10 @@ class VLLMEngine:
             enforce_eager=not gpu,
             tensor_parallel_size=opts.tensor_parallel_size,
             gpu_memory_utilization=0.85 if gpu else 0.9,
+            # CPU: a seeded request whose prompt is split over two steps makes vLLM rewind the
+            # sampler's generator offset, which torch's CPU generator cannot do (the engine dies
+            # with "CPU Generator does not use offset"); whole prompts per step avoid it.
+            **({} if gpu else {"enable_chunked_prefill": False}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._digit_ids = [self._single_token_id(t) for t in SCORE_TOKENS]

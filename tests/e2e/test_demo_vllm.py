@@ -35,12 +35,14 @@ def test_expected_score_judge_on_tiny_model(tmp_path, tiny_model_path):
 
 
 def test_generate_judge_counts_unparseable_verdicts_as_failures(tmp_path, tiny_model_path):
-    # a random tiny model cannot write "Score: N": every verdict must be a counted failure, no pairs
+    # a random tiny model cannot write "Score: N": every verdict must be a counted failure, no pairs.
+    # 12 x 2 candidates x 3 seeded verdicts of ~250 prompt tokens: more than one scheduler step of
+    # tokens (4096), which on CPU must not split a seeded prompt (vLLM cannot rewind a CPU generator)
     summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "judge.mode=generate",
-                           "judge.num_samples=2", "judge.max_new_tokens=16", prompts=2)
-    assert summary["candidates"] == 4
-    assert summary["judge_failures"] == 4 and summary["judge_failure_rate"] == 1.0
-    assert pairs == [] and summary["no_pair"] == {"too_few_scored": 2}
+                           "judge.num_samples=3", "judge.max_new_tokens=16", prompts=12)
+    assert summary["candidates"] == 24
+    assert summary["judge_failures"] == 24 and summary["judge_failure_rate"] == 1.0
+    assert pairs == [] and summary["no_pair"] == {"too_few_scored": 12}
 
 
 def test_reward_model_judge(tmp_path, tiny_model_path, smollm2_tokenizer):
