@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     je = sub.add_parser("judge-eval", help="agreement of the configured judge with labelled chosen/rejected pairs")
     _add_config_args(je)
     je.add_argument("--data", required=True, help="pairs with prompt/messages + chosen + rejected (.jsonl, "
-                    ".parquet or a datasets name)")
+                    ".parquet or a datasets name), or builtin:pairs (12 shipped examples)")
     je.add_argument("--split", default="train")
     je.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
     je.add_argument("--out", help="also write the JSON result here")

@@ -7,14 +7,20 @@ the controller at the end of every iteration (through the judge pool).
 """
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any, Sequence
 
 from selm_ray.data import DataError, PromptRecord, load_prompts
 from selm_ray.records import Candidate, Judgement, Rollout
 
+# 12 hand-written general-knowledge pairs (a correct, helpful answer vs a vague or wrong one):
+# enough to see whether a judge's verdicts parse and point the right way, not a benchmark.
+BUILTIN_PAIRS = "builtin:pairs"
+
 
 def load_labelled(source: str, split: str = "train", max_pairs: int | None = None) -> list[PromptRecord]:
-    records, _ = load_prompts(source, split, "error", "use", max_pairs)
+    path = str(resources.files("selm_ray") / "assets" / "judge_pairs.jsonl") if source == BUILTIN_PAIRS else source
+    records, _ = load_prompts(path, split, "error", "use", max_pairs)
     for i, r in enumerate(records):
         if len(r.extra_candidates) != 2:
             raise DataError(f"{source}: row {i} ({r.prompt_id}): a labelled pair needs both 'chosen' and "

@@ -79,6 +79,12 @@ def test_labelled_rows_need_chosen_and_rejected(tmp_path):
     assert [c.text for c in r.candidates] == ["a", "b"]
 
 
+def test_builtin_labelled_pairs_ship_with_the_package():
+    rollouts = as_rollouts(load_labelled("builtin:pairs"))
+    assert len(rollouts) == 12 and len({r.prompt_id for r in rollouts}) == 12
+    assert all(len(r.candidates) == 2 and r.candidates[0].text != r.candidates[1].text for r in rollouts)
+
+
 def test_win_tie_loss_and_wilson_interval():
     from selm_ray.evaluate import win_tie_loss, wilson
     from selm_ray.records import CandidateScore
