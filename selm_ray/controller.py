@@ -234,8 +234,8 @@ class Controller:
                     # (on resume, created prompts that already have a pair are not answered again)
                     chunk = chunk + [r for r in self.creator.create(t, n_create) if r.prompt_id not in done]
                 if not chunk:  # e.g. create.mix_ratio 1.0 and every created prompt filtered out
-                    self.log(f"WARNING iteration {t + 1}/{s.iterations} has no prompts: no pairs, "
-                             f"policy v{t + 1} = v{t}")
+                    self.log(f"WARNING iteration {t + 1}/{s.iterations}: no prompt left to answer; it trains "
+                             "only on pairs already in the buffer (none unless resumed)")
                 self.log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
                 self._stream(chunk, iteration=t)
                 if self.stop_event.is_set():
