@@ -147,6 +147,15 @@ def _stats(head, run, address=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _poll(check, what, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(2)
+    raise AssertionError(f"never true within {timeout} s: {what}")
+
+
 def _poll_stats(head, run, until, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -168,17 +177,17 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
                 # long enough (minutes) that scaling up and down happens while it generates
                 "generation.max_new_tokens=96", "--set", "generation.num_candidates=4", "--run-id", "live-a",
                 "--run-dir", str(tmp_path / "a"), submission_id="live-a")
-    # the shorter job must still run when both are up: on 2 cores each stats call takes seconds
+    # the shorter job (b) must still be starting or running when both are checked live
     b = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=2", "--set", "schedule.prompts_per_iteration=24", "--set",
                 "generation.max_new_tokens=96", "--run-id", "live-b", "--run-dir", str(tmp_path / "b"),
                 submission_id="live-b")
 
+    # two live runs: stats must be told which one, and names both. Checked while both start (each
+    # run's controller exists from its first second, long before b ends).
+    _poll(lambda: (lambda o: o.returncode == 2 and "live-a" in o.stderr and "live-b" in o.stderr)(
+        _selm(head.env, "stats", "--address", head.gcs, "--json")), "stats without --run names both runs")
     first = _poll_stats(head, a, lambda s: s.get("state") == "running")
-    b_live = _poll_stats(head, b, lambda s: s.get("state") == "running")
-    # two live runs: stats must be told which one, and names both
-    both = _selm(head.env, "stats", "--address", head.gcs, "--json")
-    assert both.returncode == 2 and "live-a" in both.stderr and "live-b" in both.stderr
 
     scaled = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "2", "--wait", "300")
     assert scaled.returncode == 0, scaled.stderr[-2000:]
@@ -189,10 +198,9 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
         g["calls"] > 0 for g in s["pools"]["generator"]["actors"]), timeout=600)
     assert later["time"] > first["time"] and later["buffer"]["pairs_in"] > first["buffer"]["pairs_in"]
     assert [e["to"] for e in later["events"]] == [2]  # 1 -> 2 so far
-    # every actor a snapshot shows belongs to its own run
-    for run, snap in ((a, later), (b, b_live)):
-        names = [x["name"] for p in snap["pools"].values() for x in p["actors"]]
-        assert names and all(n.startswith(f"{run}-") for n in names), names
+    # every actor a snapshot shows belongs to its own run (b: the snapshots its run logged, below)
+    names = [x["name"] for p in later["pools"].values() for x in p["actors"]]
+    assert names and all(n.startswith(f"{a}-") for n in names), names
     # and back to 1: the newest generator stops taking work, finishes what it holds, then leaves
     shrunk = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "1", "--wait", "300")
     assert shrunk.returncode == 0, shrunk.stderr[-2000:]
@@ -213,6 +221,10 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
     # the drained generator left; every prompt of the job was still answered exactly once (below)
     assert len(sa["generators"]) == 1 and sa["generators"][0]["calls"] > 0
     assert [e["to"] for e in sa["pool_events"]] == [2, 1] and sb["pool_events"] == []
+    b_live = [json.loads(line) for line in (tmp_path / "b" / "stats.jsonl").read_text().splitlines()]
+    names = {x["name"] for snap in b_live if snap["state"] == "running"
+             for p in snap["pools"].values() for x in p["actors"]}
+    assert names and all(n.startswith(f"{b}-") for n in names), names
     for summary, d in ((sa, "a"), (sb, "b")):  # each buffer holds exactly its own job's pairs
         rows = (tmp_path / d / "buffer" / "pairs.jsonl").read_text().splitlines()
         assert summary["pairs"] == len(rows) > 0
