@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.data import PromptRecord
+from selm_ray.data import DataError, PromptRecord
 from selm_ray.selfinstruct import PromptFilter, pick_examples
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def logged_prompts(path: Path) -> dict[int, list[PromptRecord]]:
         except json.JSONDecodeError as e:
             if n == len(lines):
                 break  # a line cut short by the interruption itself
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+            raise DataError(f"{path}:{n}: not JSON ({e})") from None
         if row.get("reason") == "accepted":
             out.setdefault(int(row["iteration"]), []).append(
                 PromptRecord(prompt_id=row["prompt_id"], messages=({"role": "user", "content": row["prompt"]},)))
