@@ -6,14 +6,32 @@ so the SmolLM2 conversion itself is exercised by every CI run (and cached for th
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+_OWN_HOME = not os.environ.get("SELM_RAY_TEST_HOME")
 _HOME = Path(os.environ.get("SELM_RAY_TEST_HOME") or tempfile.mkdtemp(prefix="selm-ray-test-home-"))
 os.environ["SELM_RAY_HOME"] = str(_HOME)
 TIERS = ("unit", "ray", "e2e")
+# Every local Ray start leaves a session folder of logs (tens of MB); the suite starts dozens.
+_RAY_TMP = Path(tempfile.gettempdir()) / "ray"
+_RAY_SESSIONS_BEFORE = set(_RAY_TMP.glob("session_2*"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave the disk as found: the private model home and the Ray session folders this run made.
+
+    Kept when something failed, since the Ray logs are then what tells why.
+    """
+    if exitstatus != 0:
+        return
+    if _OWN_HOME:
+        shutil.rmtree(_HOME, ignore_errors=True)
+    for folder in set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
