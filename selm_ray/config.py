@@ -144,6 +144,14 @@ class LearnerConfig:
     # Take log pi_ref(y|x) from the engine that sampled y when that engine served the reference
     # policy (the iterative schedule): no reference forward pass on the learner for those batches.
     ref_logps_from_engine: bool = True
+    # Batch layout: "packed" puts all pairs in one row with each prompt once (no padding, the
+    # prompt computed once for y_w, y_l and y_ref); "padded" gives every response its own row.
+    # "auto": packed on CPU, where compute is the limit; padded on GPU, where flash kernels need
+    # plain causal rows and an explicit (L, L) mask over a long packed row would cost memory.
+    layout: Literal["auto", "packed", "padded"] = "auto"
+
+    def packed(self, on_gpu: bool) -> bool:
+        return self.layout == "packed" or (self.layout == "auto" and not on_gpu)
 
     def __post_init__(self) -> None:
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "sequence_logps",
+    "scattered_logps",
     "dpo_loss",
     "selm_loss",
     "ipo_loss",
@@ -61,6 +62,22 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.
     picked = torch.gather(logits, 2, safe_targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
     token_logps = picked - torch.logsumexp(logits, dim=-1)  # (B, T-1)
     return (token_logps * mask).sum(-1)  # (B,)
+
+
+def scattered_logps(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
+    """Summed log-probabilities per row when the scored tokens are listed one by one.
+
+    logits: (M, V) the logits that predict each scored token (any layout: packed sequences).
+    targets: (M,) the token each predicts. row: (M,) the row (sequence) each belongs to.
+    Returns (rows,) in float32 (float64 for float64 logits); a row with no token sums to 0.
+    """
+    if logits.dim() != 2 or logits.shape[0] != targets.shape[0] or targets.shape != row.shape:
+        raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, "
+                         f"row {tuple(row.shape)}; expected (M, V), (M,), (M,)")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logits = logits.to(dtype)
+    token_logps = torch.gather(logits, 1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
+    return torch.zeros(rows, dtype=dtype, device=logits.device).index_add(0, row, token_logps)
 
 
 def _preference_logits(pc, pr, rc, rr) -> torch.Tensor:

@@ -53,9 +53,17 @@ def refresh_reference(models: Models) -> bool:
     return True
 
 
-def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits from position ``batch["first"]`` on (B, T - first, V): prompt positions before the
-    earliest response token never need the vocabulary projection, its costliest matmul."""
+def _logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """The logits a batch scores: packed layout (M, V), only at its ``predict`` positions;
+    padded layout (B, T - first, V), from position ``first`` on. Prompt positions that predict no
+    response token never need the vocabulary projection, the costliest matmul of a small model."""
+    if "predict" in batch:
+        dtype = next(model.parameters()).dtype
+        # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
+        mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
+        mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
+        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
+                     logits_to_keep=batch["predict"]).logits[0]
     keep = torch.arange(batch["first"], batch["input_ids"].shape[1])
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  logits_to_keep=keep).logits

@@ -21,9 +21,9 @@ import torch
 
 from selm_ray.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
-from selm_ray.learner.batching import collate, engine_reference_logps, kept, split_logps
+from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
-from selm_ray.losses import compute_loss, get_loss, sequence_logps
+from selm_ray.losses import compute_loss, get_loss
 
 
 @dataclass
@@ -74,16 +74,16 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
 def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: LearnerState,
                 phase_steps: int) -> dict[str, float]:
     spec = get_loss(cfg.learner.loss)
-    batch = collate(tok, pairs, cfg.learner.max_length, spec.needs_ref_response)
+    layout = pack if cfg.learner.packed(torch.cuda.is_available()) else collate
+    batch = layout(tok, pairs, cfg.learner.max_length, spec.needs_ref_response)
     n = len(pairs)
-    labels, mask = kept(batch, "input_ids"), kept(batch, "loss_mask")
-    policy_lp = sequence_logps(engine.forward_logits(batch), labels, mask)
+    policy_lp = row_logps(engine.forward_logits(batch), batch)
     ref_lp = None
     if cfg.learner.ref_logps_from_engine:
         ref_lp = engine_reference_logps(pairs, batch, st.ref_version, spec.needs_ref_response)
     ref_from_engine = ref_lp is not None
     if ref_lp is None:
-        ref_lp = sequence_logps(engine.reference_logits(batch), labels, mask)
+        ref_lp = row_logps(engine.reference_logits(batch), batch)
     logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
     loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
     lr = lr_at(st.phase_step, phase_steps, cfg.learner, min(st.iteration, cfg.schedule.iterations - 1))

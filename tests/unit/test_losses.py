@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from selm_ray.losses import (
-    LOSSES, compute_loss, dpo_loss, get_loss, ipo_loss, selm_loss, sequence_logps,
+    LOSSES, compute_loss, dpo_loss, get_loss, ipo_loss, scattered_logps, selm_loss, sequence_logps,
 )
 
 
@@ -125,6 +125,21 @@ def test_sequence_logps_is_a_sum_not_a_mean():
 def test_sequence_logps_shape_error():
     with pytest.raises(ValueError, match="shape mismatch"):
         sequence_logps(torch.zeros(1, 4, 3), torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 5))
+
+
+def test_scattered_logps_sum_each_rows_listed_tokens_like_sequence_logps():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 7, (2, 5), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
+    # the same scored tokens listed one by one, rows interleaved: (predicting logit, target, row)
+    listed = [(b, t - 1, labels[b, t].item()) for t in range(1, 5) for b in range(2) if mask[b, t]]
+    got = scattered_logps(torch.stack([logits[b, t] for b, t, _ in listed]),
+                          torch.tensor([y for _, _, y in listed]), torch.tensor([b for b, _, _ in listed]), 3)
+    assert got[:2].tolist() == pytest.approx(sequence_logps(logits, labels, mask).tolist(), rel=1e-12)
+    assert got[2].item() == 0.0  # a row with no token
+    with pytest.raises(ValueError, match="shape mismatch"):
+        scattered_logps(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1)
 
 
 def test_registry_and_metrics():
