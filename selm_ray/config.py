@@ -144,10 +144,10 @@ class LearnerConfig:
     # Take log pi_ref(y|x) from the engine that sampled y when that engine served the reference
     # policy (the iterative schedule): no reference forward pass on the learner for those batches.
     ref_logps_from_engine: bool = True
-    # Batch layout: "packed" puts all pairs in one row with each prompt once (no padding, the
-    # prompt computed once for y_w, y_l and y_ref); "padded" gives every response its own row.
-    # "auto": packed on CPU, where compute is the limit; padded on GPU, where flash kernels need
-    # plain causal rows and an explicit (L, L) mask over a long packed row would cost memory.
+    # Batch layout: "packed" gives each pair one row holding its prompt once, followed by y_w,
+    # y_l and y_ref (each attends only to the prompt and itself): the prompt is computed once, not
+    # three times; "padded" gives every response its own row. "auto": packed on CPU, where compute
+    # is the limit; padded on GPU, where flash-attention kernels want plain causal rows.
     layout: Literal["auto", "packed", "padded"] = "auto"
 
     def packed(self, on_gpu: bool) -> bool:

@@ -106,56 +106,59 @@ def split_logps(logps: torch.Tensor, batch: int, prefix: str) -> dict[str, torch
     return out
 
 
+def _pair_row(encoded: list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int], list[int], list]:
+    """One pair's row [x | y_w | y_l (| y_ref)] from its rows' encodings (which share the prompt).
+
+    Returns ids, positions, segment per token (0 = prompt, s = s-th response) and the scored
+    tokens as (predicting position, target id, response index).
+    """
+    first_ids, first_mask = encoded[0]
+    prompt_len = first_mask.index(1) if 1 in first_mask else len(first_ids)
+    ids, pos, seg = first_ids[:prompt_len], list(range(prompt_len)), [0] * prompt_len
+    scored = []
+    for s, (row_ids, _) in enumerate(encoded):
+        resp, start = row_ids[prompt_len:], len(ids)
+        # the prompt's last position predicts the first token, then each token the next
+        predictors = [prompt_len - 1] + list(range(start, start + len(resp) - 1))
+        scored += [(t, y, s) for t, y in zip(predictors, resp)]
+        ids, pos, seg = ids + resp, pos + list(range(prompt_len, prompt_len + len(resp))), seg + [s + 1] * len(resp)
+    return ids, pos, seg, scored
+
+
 def pack(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
          with_ref_response: bool) -> dict[str, Any]:
-    """All pairs in ONE row with each prompt once: [x_0 y_w0 y_l0 y_ref0 | x_1 y_w1 ...].
+    """One row per PAIR with its prompt once: [x y_w y_l y_ref], right-padded.
 
-    Every response attends causally to its own tokens and its pair's prompt only, and its
-    positions continue from the prompt's end, so each response is scored exactly as in its own
-    padded row (``collate``), but the prompt is computed once instead of two or three times and
-    there is no padding: on a CPU learner that is most of the forward/backward work saved.
-    Rows of the result are in collate order (chosen..., rejected..., ref...).
+    Every response attends causally to its own tokens and its prompt only, and its positions
+    continue from the prompt's end, so each response is scored exactly as in its own padded row
+    (``collate``) while the prompt is computed once instead of two or three times. (One row for
+    the whole batch would cut padding too, but attention is quadratic in row length and a dense
+    kernel does not skip masked blocks: per-pair rows are the cheaper trade on CPU.)
 
-    Returns input_ids (1, L), position_ids (1, L), attention_mask (1, 1, L, L) bool (True =
-    may attend), ``predict`` (M,): the positions whose logits are scored, ``targets`` (M,): the
-    token each predicts, ``row`` (M,): its row, ``rows``: N, and ``truncated`` as collate.
+    Returns input_ids, position_ids (B, W), attention_mask (B, 1, W, W) bool (True = may attend),
+    ``first`` as collate, and the scored tokens: ``predict`` (M, 2) (row, position) of the logit,
+    ``targets`` (M,), ``row`` (M,) the output row in collate order; ``rows`` N, ``truncated``.
     """
     rows = _rows(pairs, with_ref_response)
     encoded = [_encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
-    n, per_pair = len(pairs), len(rows) // len(pairs)
-    ids: list[int] = []
-    pos: list[int] = []
-    segment: list[int] = []  # per token: its segment (a prompt or a response)
-    owner: list[int] = []  # per token: the prompt segment it may also see (its own for prompts)
-    predict: list[int] = []
-    targets: list[int] = []
-    row_of: list[int] = []
-    for k in range(n):
-        first_ids, first_mask = encoded[k]
-        prompt_len = first_mask.index(1) if 1 in first_mask else len(first_ids)
-        prompt_seg, prompt_end = k * (per_pair + 1), len(ids) + prompt_len - 1
-        ids += first_ids[:prompt_len]
-        pos += list(range(prompt_len))
-        segment += [prompt_seg] * prompt_len
-        owner += [prompt_seg] * prompt_len
-        for r in range(k, len(rows), n):  # chosen, rejected[, ref] of pair k
-            row_ids, row_mask = encoded[r]
-            resp = row_ids[prompt_len:]
-            seg, start = prompt_seg + 1 + (r // n), len(ids)
-            if resp:  # the prompt's last position predicts the first token, then each token the next
-                predict += [prompt_end] + list(range(start, start + len(resp) - 1))
-            targets += resp
-            row_of += [r] * len(resp)
-            ids += resp
-            pos += list(range(prompt_len, prompt_len + len(resp)))
-            segment += [seg] * len(resp)
-            owner += [prompt_seg] * len(resp)
-    seg_t, owner_t = torch.tensor(segment), torch.tensor(owner)
-    length = len(ids)
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    visible = (seg_t[None, :] == seg_t[:, None]) | (seg_t[None, :] == owner_t[:, None])
+    n = len(pairs)
+    built = [_pair_row(encoded[k::n]) for k in range(n)]
+    width = max(len(ids) for ids, _, _, _ in built)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    segments = torch.full((n, width), -1, dtype=torch.long)  # padding: its own segment, seen by no token
+    for k, (ids, pos, seg, _) in enumerate(built):
+        input_ids[k, : len(ids)], positions[k, : len(ids)] = torch.tensor(ids), torch.tensor(pos)
+        segments[k, : len(ids)] = torch.tensor(seg)
+    same = segments[:, :, None] == segments[:, None, :]
+    sees_prompt = (segments[:, None, :] == 0) & (segments[:, :, None] >= 0)
+    mask = (same | sees_prompt) & torch.ones(width, width, dtype=torch.bool).tril()
+    scored = [(k, t, y, s * n + k) for k, (_, _, _, sc) in enumerate(built) for t, y, s in sc]
+    first = min(t for _, t, _, _ in scored) if scored else 0
     full = [len(p.prompt_ids) + len(r_ids) for p, _, r_ids in rows]
-    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([pos]),
-            "attention_mask": (causal & visible)[None, None], "predict": torch.tensor(predict),
-            "targets": torch.tensor(targets), "row": torch.tensor(row_of), "rows": len(rows),
+    return {"input_ids": input_ids, "position_ids": positions, "attention_mask": mask[:, None],
+            "first": first, "predict": torch.tensor([(k, t - first) for k, t, _, _ in scored]).reshape(-1, 2),
+            "targets": torch.tensor([y for _, _, y, _ in scored], dtype=torch.long),
+            "row": torch.tensor([r for _, _, _, r in scored], dtype=torch.long), "rows": len(rows),
             "truncated": any(m > max_length for m in full)}

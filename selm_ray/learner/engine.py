@@ -54,19 +54,20 @@ def refresh_reference(models: Models) -> bool:
 
 
 def _logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
-    """The logits a batch scores: packed layout (M, V), only at its ``predict`` positions;
-    padded layout (B, T - first, V), from position ``first`` on. Prompt positions that predict no
-    response token never need the vocabulary projection, the costliest matmul of a small model."""
-    if "predict" in batch:
-        dtype = next(model.parameters()).dtype
-        # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
-        mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
-        mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
-        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
-                     logits_to_keep=batch["predict"]).logits[0]
+    """The logits a batch scores: packed layout (M, V), one per scored token; padded layout
+    (B, T - first, V). Either way only positions from ``first`` on (the earliest that predicts a
+    response token) get the vocabulary projection, the costliest matmul of a small model."""
     keep = torch.arange(batch["first"], batch["input_ids"].shape[1])
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 logits_to_keep=keep).logits
+    if "predict" not in batch:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     logits_to_keep=keep).logits
+    dtype = next(model.parameters()).dtype
+    # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
+    mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
+    mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
+                   logits_to_keep=keep).logits
+    return logits[batch["predict"][:, 0], batch["predict"][:, 1]]
 
 
 def _unwrap(module: Any) -> Any:

@@ -154,10 +154,12 @@ def test_packed_layout_scores_and_trains_exactly_like_padded_rows(tiny_model_pat
     padded = collate(tok, pairs, max_length, with_ref_response=True)
     packed = pack(tok, pairs, max_length, with_ref_response=True)
     assert packed["truncated"] == padded["truncated"] == (max_length == 32)
-    # each prompt once, no padding: fewer tokens than the padded rows hold
-    assert packed["input_ids"].shape[1] < padded["input_ids"].numel()
-    assert packed["input_ids"].shape[1] == padded["input_ids"].numel() - padded["attention_mask"].eq(0).sum() - sum(
-        2 * (padded["loss_mask"][i].argmax().item()) for i in range(len(pairs)))
+    # one row per pair holding its prompt once: width = the longest [x y_w y_l y_ref]
+    lengths, prompts = padded["attention_mask"].sum(1), padded["loss_mask"].argmax(1)
+    n = len(pairs)
+    pair_tokens = [int(prompts[k] + sum(lengths[r] - prompts[r] for r in (k, k + n, k + 2 * n))) for k in range(n)]
+    assert packed["input_ids"].shape == (n, max(pair_tokens))
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
 
     def logps_and_grad(batch):
         model.zero_grad()
