@@ -93,7 +93,9 @@ class TrainEngine:
     def __init__(self, models: Models, cfg: LearnerConfig, world_size: int) -> None:
         self.cfg, self.models = cfg, models
         params = [p for p in models.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one pass over each tensor instead of a chain of full-size temporaries; on CPU the
+        # step of a 135M model drops from ~1 s to ~0.1 s (as DeepSpeed's client optimizer too)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         if cfg.engine == "deepspeed":
             import deepspeed
 
@@ -101,7 +103,10 @@ class TrainEngine:
                 "train_micro_batch_size_per_gpu": cfg.batch_size,
                 "gradient_accumulation_steps": 1,
                 "gradient_clipping": cfg.grad_clip,
-                "zero_optimization": {"stage": cfg.zero_stage},
+                # contiguous gradients fight GPU memory fragmentation; on CPU they are one more
+                # copy of every gradient per step (measured: ~1 s of a ~5.5 s SmolLM2 step)
+                "zero_optimization": {"stage": cfg.zero_stage,
+                                      "contiguous_gradients": torch.cuda.is_available()},
                 # torch's AdamW: on CPU DeepSpeed's own optimizers need a JIT C++ build first.
                 "zero_allow_untested_optimizer": True,
                 "bf16": {"enabled": torch.cuda.is_available()},

@@ -11,7 +11,6 @@ Schedules:
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +138,6 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     (config, rank, world size, models, engine)."""
     import ray.train
 
-    for k, v in loop_config.get("env", {}).items():
-        os.environ.setdefault(k, v)  # before deepspeed is imported (it reads DS_ACCELERATOR once)
     cfg = config_from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
