@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-id", help="run id and Ray namespace (what `selm-ray stats/scale --run` take); "
                    "pass the same value as `ray job submit --submission-id` to use one id for both")
     args = p.parse_args(argv)
-    from selm_ray.cli import main as cli_main
+    from selm_ray.ops.cli import main as cli_main
 
     cmd = ["train", args.config] + [x for o in args.overrides for x in ("--set", o)]
     if args.run_dir:

@@ -49,7 +49,7 @@ def selm_home() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path(selm_home) -> Path:
-    from selm_ray.models import prepare_model
+    from selm_ray.engines.models import prepare_model
 
     return prepare_model("smollm2-135m-instruct")
 
@@ -63,6 +63,6 @@ def smollm2_tokenizer(smollm2_path):
 
 @pytest.fixture(scope="session")
 def tiny_model_path(smollm2_tokenizer, tmp_path_factory) -> Path:
-    from selm_ray.models import build_tiny_causal_lm
+    from selm_ray.engines.models import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model", seed=0, tokenizer=smollm2_tokenizer)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from selm_ray.buffer import BufferStats, ReplayBuffer
-from selm_ray.records import PreferencePair
+from selm_ray.core.buffer import BufferStats, ReplayBuffer
+from selm_ray.core.records import PreferencePair
 
 
 class BufferActor:

@@ -4,46 +4,17 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from selm_ray.actors.tally import JudgeTally
-from selm_ray.config import Config, config_from_dict
-from selm_ray.data import PromptRecord, render_prompt
-from selm_ray.records import Candidate, Rollout
-
-
-def build_engine(cfg: Config, model_path: str) -> Any:
-    from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
-
-    import torch
-
-    torch.set_num_threads(cfg.cluster.threads_per_actor)
-    return VLLMEngine(EngineOptions(model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
-                                    cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
-
-
-def _node_id() -> str | None:
-    """The Ray node this actor runs on (None outside Ray)."""
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    except Exception:
-        return None
-
-
-def catch_up(actor: Any, channel: Any) -> None:
-    """Load the newest published weights, if any: a restarted actor must not silently serve v0."""
-    if channel is None:
-        return
-    import ray
-
-    version, box = ray.get(channel.latest_weights.remote())
-    if box is not None:
-        actor.update_weights(version, ray.get(box[0]))
+from selm_ray.actors.tally import JudgeTally, catch_up, node_id, redirect_output
+from selm_ray.core.config import Config, config_from_dict
+from selm_ray.core.data import PromptRecord, render_prompt
+from selm_ray.core.records import Candidate, Rollout
+from selm_ray.engines.vllm_engine import build_engine
 
 
 class Generator:
     def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator",
                  channel: Any = None, version: int = 0) -> None:
+        redirect_output()
         self.cfg: Config = config_from_dict(config)
         self.name = name
         self.engine = build_engine(self.cfg, model_path)
@@ -84,7 +55,7 @@ class Generator:
     def create_prompts(self, requests: Sequence[Sequence[str]], seed: int | None = None) -> list[tuple[str, str]]:
         """Self-instruct: for each list of example instructions, one sampled new instruction
         (raw reply, finish reason); the controller filters them."""
-        from selm_ray.selfinstruct import fewshot_messages
+        from selm_ray.core.selfinstruct import fewshot_messages
 
         t0 = time.time()
         c = self.cfg.create
@@ -115,7 +86,7 @@ class Generator:
         return self.engine.weights_checksum()
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
+        return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
                 "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
                 "failures": self.tally.failures}

@@ -3,31 +3,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from selm_ray.actors.generator import _node_id, build_engine, catch_up
-from selm_ray.actors.tally import JudgeTally
-from selm_ray.config import Config, config_from_dict
-from selm_ray.records import Judgement, Rollout
+from selm_ray.actors.tally import JudgeTally, catch_up, node_id, redirect_output
+from selm_ray.core.config import Config, config_from_dict
+from selm_ray.core.records import Judgement, Rollout
 
 
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
                  name: str = "judge", channel: Any = None, version: int = 0) -> None:
-        from selm_ray.engines.judges import FunctionJudge, RewardModelJudge, make_self_judge
+        redirect_output()
+        from selm_ray.engines.judges import build_judge
 
         self.cfg: Config = config_from_dict(config)
         self.name = name
-        j = self.cfg.judge
-        self.engine = None
-        if j.kind == "reward_model":
-            import torch
-
-            torch.set_num_threads(self.cfg.cluster.threads_per_actor)
-            self.impl: Any = RewardModelJudge(reward_model_path or "")
-        elif j.kind == "function":
-            self.impl = FunctionJudge(j.function or "")
-        else:
-            self.engine = build_engine(self.cfg, model_path)
-            self.impl = make_self_judge(self.cfg, self.engine)
+        self.impl, self.engine = build_judge(self.cfg, model_path, reward_model_path)
         self.version = version
         if self.engine is not None:
             self.impl.version = version
@@ -50,5 +39,5 @@ class Judge:
 
     def stats(self) -> dict[str, Any]:
         t = self.tally
-        return {"name": self.name, "node": _node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
+        return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
                 "candidates": t.candidates, "failures": t.failures}

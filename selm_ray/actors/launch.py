@@ -10,16 +10,19 @@ from selm_ray.actors.channel import LearnerChannel
 from selm_ray.actors.control import CONTROL_NAME, ControlPlane
 from selm_ray.actors.generator import Generator
 from selm_ray.actors.judge import Judge
-from selm_ray.config import Config
+from selm_ray.core.config import Config
 from selm_ray.engines.vllm_engine import cpu_engine_env
 
 MAX_RESTARTS = 3
 
 
-def engine_env(cfg: Config, gpus: float) -> dict[str, str]:
-    """Per-actor environment for a vLLM engine; must be in place before vllm is imported."""
+def engine_env(cfg: Config, gpus: float, log_file: str | None = None) -> dict[str, str]:
+    """Per-actor environment for a vLLM engine; must be in place before vllm is imported.
+    ``log_file``: where the actor's own output goes (see tally.redirect_output)."""
     threads = str(cfg.cluster.threads_per_actor)
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if log_file:
+        env["SELM_RAY_LOG_FILE"] = log_file
     if gpus == 0:
         env.update(cpu_engine_env(cfg.cluster.kv_cache_gib))
         # In-process engine: new weights go in as tensors, no disk and no extra process.
@@ -62,20 +65,26 @@ def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
         directory, b.capacity, b.max_policy_lag, b.eviction, b.replay)
 
 
+def _log_file(log_dir: str | None, name: str) -> str | None:
+    return f"{log_dir}/{name}.log" if log_dir else None
+
+
 def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, channel: Any,
-                     version: int = 0) -> Any:
+                     version: int = 0, log_dir: str | None = None) -> Any:
     c = cfg.cluster
     name = f"{run_id}-generator-{index}"
-    opts = _options(name, c.generator_cpus, c.generator_gpus, engine_env(cfg, c.generator_gpus),
+    env = engine_env(cfg, c.generator_gpus, _log_file(log_dir, name))
+    opts = _options(name, c.generator_cpus, c.generator_gpus, env,
                     _slot(c.generator_slot))
     return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel, version)
 
 
 def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None,
-                 channel: Any, version: int = 0) -> Any:
+                 channel: Any, version: int = 0, log_dir: str | None = None) -> Any:
     c = cfg.cluster
     name = f"{run_id}-judge-{index}"
-    opts = _options(name, c.judge_cpus, c.judge_gpus, engine_env(cfg, c.judge_gpus), _slot(c.judge_slot))
+    env = engine_env(cfg, c.judge_gpus, _log_file(log_dir, name))
+    opts = _options(name, c.judge_cpus, c.judge_gpus, env, _slot(c.judge_slot))
     return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel, version)
 
 
@@ -87,7 +96,7 @@ def call_with_retry(method: Any, *args: Any) -> Any:
     """
     import time
 
-    from selm_ray.policies import retry_delays
+    from selm_ray.core.policies import retry_delays
 
     for delay in retry_delays() + [None]:
         try:

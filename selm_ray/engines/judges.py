@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from selm_ray.judging import (
+from selm_ray.core.judging import (
     aggregate_samples,
     build_judge_messages,
     expected_score_prompt,
     parse_score,
     score_from_expected,
 )
-from selm_ray.records import CandidateScore, Judgement, Rollout
+from selm_ray.core.records import CandidateScore, Judgement, Rollout
 
 
 def _flatten(rollouts: Sequence[Rollout]) -> list[tuple[Rollout, str]]:
@@ -137,7 +137,7 @@ class FunctionJudge:
     """
 
     def __init__(self, spec: str) -> None:
-        from selm_ray.judging.functions import load_function
+        from selm_ray.core.judging.functions import load_function
 
         self.spec, self.fn = spec, load_function(spec)
 
@@ -146,7 +146,7 @@ class FunctionJudge:
         return f"fn:{self.spec}"
 
     def score(self, prompt: str, response: str) -> CandidateScore:
-        from selm_ray.judging.functions import check_score
+        from selm_ray.core.judging.functions import check_score
 
         try:
             value, why = check_score(self.fn(prompt, response))
@@ -157,3 +157,29 @@ class FunctionJudge:
     def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
         scores = [self.score(r.messages[-1]["content"], text) for r, text in _flatten(rollouts)]
         return _regroup(rollouts, scores, self.name, None)
+
+
+def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None) -> tuple[Any, Any]:
+    """The judge ``cfg.judge`` names, and the vLLM engine it owns (None for a reward model or a
+    function). The one place a judge is built: the judge actor and the local commands use it."""
+    j = cfg.judge
+    if j.kind == "reward_model":
+        import torch
+
+        torch.set_num_threads(cfg.cluster.threads_per_actor)
+        return RewardModelJudge(reward_model_path or ""), None
+    if j.kind == "function":
+        return FunctionJudge(j.function or ""), None
+    from selm_ray.engines.vllm_engine import build_engine
+
+    engine = build_engine(cfg, model_path)
+    return make_self_judge(cfg, engine), engine
+
+
+def build_local_judge(cfg: Any) -> Any:
+    """``build_judge`` for a command running in this process: the config's models resolved."""
+    from selm_ray.engines.models import resolve_model
+
+    rm = resolve_model(cfg.judge.reward_model or "") if cfg.judge.kind == "reward_model" else None
+    judge, _ = build_judge(cfg, resolve_model(cfg.model.path) if cfg.judge.kind == "self" else "", rm)
+    return judge

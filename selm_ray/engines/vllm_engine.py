@@ -12,8 +12,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from selm_ray.judging.scoring import SCORE_TOKENS
-from selm_ray.records import Candidate
+from selm_ray.core.judging.scoring import SCORE_TOKENS
+from selm_ray.core.records import Candidate
 
 
 def has_cuda() -> bool:
@@ -204,3 +204,12 @@ def _candidate(completion: Any, version: int | None) -> Candidate:
         token_ids=ids,
         logprob=logprob,
     )
+
+
+def build_engine(cfg: Any, model_path: str) -> "VLLMEngine":
+    """The engine a run config asks for (``cfg`` is the run Config), with the actor's torch threads."""
+    import torch
+
+    torch.set_num_threads(cfg.cluster.threads_per_actor)
+    return VLLMEngine(EngineOptions(model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
+                                    cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))

@@ -5,11 +5,13 @@ from typing import Any, Sequence
 
 import torch
 
-from selm_ray.losses import scattered_logps, sequence_logps
-from selm_ray.records import PreferencePair
+from selm_ray.core.losses import scattered_logps, sequence_logps
+from selm_ray.core.data import render_prompt
+from selm_ray.core.records import PreferencePair
+from selm_ray.core.sft_data import SFTExample
 
 
-def _encode(tokenizer: Any, prompt_text: str, response: str, max_length: int,
+def encode(tokenizer: Any, prompt_text: str, response: str, max_length: int,
             prompt_ids: Sequence[int] = (), response_ids: Sequence[int] = ()) -> tuple[list[int], list[int]]:
     """Token ids of prompt + response, and the mask of the scored (response) positions.
 
@@ -44,21 +46,31 @@ def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
     whether any row lost tokens to max_length.
     """
     rows = _rows(pairs, with_ref_response)
-    encoded = [_encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
+    encoded = [encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
     full = [len(p.prompt_ids) + len(ids) for p, _, ids in rows]
+    return {**pad_rows(tokenizer, encoded), "truncated": any(n > max_length for n in full)}
+
+
+def pad_rows(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+    """Right-padded input_ids / attention_mask / loss_mask (N, T) of ``encode`` rows, and ``first``:
+    the position predicting the earliest scored token (logits before it are never needed)."""
     width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     attn = torch.zeros((len(encoded), width), dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for i, (row, m) in enumerate(encoded):  # right padding
+    for i, (row, m) in enumerate(encoded):
         ids[i, : len(row)] = torch.tensor(row)
         attn[i, : len(row)] = 1
         mask[i, : len(row)] = torch.tensor(m)
-    # the position predicting the earliest response token: logits before it are never needed
     first = int(mask.argmax(dim=1).min().item()) - 1
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first),
-            "truncated": any(n > max_length for n in full)}
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first)}
+
+
+def collate_sft(tokenizer: Any, examples: Sequence[SFTExample], max_length: int) -> dict[str, Any]:
+    """The SFT stage's batch: answer tokens + EOS scored, the prompt never."""
+    return pad_rows(tokenizer, [encode(tokenizer, render_prompt(tokenizer, e.messages), e.response, max_length)
+                                for e in examples])
 
 
 def kept(batch: dict[str, Any], key: str) -> torch.Tensor:
@@ -140,7 +152,7 @@ def pack(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
     ``targets`` (M,), ``row`` (M,) the output row in collate order; ``rows`` N, ``truncated``.
     """
     rows = _rows(pairs, with_ref_response)
-    encoded = [_encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
+    encoded = [encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
     n = len(pairs)
     built = [_pair_row(encoded[k::n]) for k in range(n)]
     width = max(len(ids) for ids, _, _, _ in built)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from selm_ray.config import LearnerConfig
+from selm_ray.core.config import LearnerConfig
 
 
 @dataclass
@@ -53,7 +53,7 @@ def refresh_reference(models: Models) -> bool:
     return True
 
 
-def _logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     """The logits a batch scores: packed layout (M, V), one per scored token; padded layout
     (B, T - first, V). Either way only positions from ``first`` on (the earliest that predicts a
     response token) get the vocabulary projection, the costliest matmul of a small model."""
@@ -119,12 +119,12 @@ class TrainEngine:
                 self.module = torch.nn.parallel.DistributedDataParallel(models.policy)
 
     def forward_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _logits(self.module, batch)
+        return batch_logits(self.module, batch)
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             if self.models.reference is not None:
-                return _logits(self.models.reference, batch)
+                return batch_logits(self.models.reference, batch)
             with _unwrap(self.module).disable_adapter():  # LoRA: base model = reference
                 return self.forward_logits(batch)
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from selm_ray.config import Config, config_from_dict
+from selm_ray.core.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
-from selm_ray.losses import compute_loss, get_loss
+from selm_ray.core.losses import compute_loss, get_loss
 
 
 @dataclass

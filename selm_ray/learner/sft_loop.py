@@ -12,8 +12,9 @@ from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import kept
 from selm_ray.learner.engine import TrainEngine
 from selm_ray.learner.loop import setup_worker
-from selm_ray.losses import sequence_logps
-from selm_ray.sft import SFTExample, collate_sft
+from selm_ray.core.losses import sequence_logps
+from selm_ray.core.sft_data import SFTExample
+from selm_ray.learner.batching import collate_sft
 
 
 def sft_step(engine: TrainEngine, tok: Any, examples: list[SFTExample], max_length: int) -> dict[str, float]:

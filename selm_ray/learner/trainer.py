@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selm_ray.config import Config
+from selm_ray.core.config import Config
 
 
 def learner_env(cfg: Config) -> dict[str, str]:

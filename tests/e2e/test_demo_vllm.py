@@ -12,7 +12,7 @@ import pytest
 
 def _demo(tmp_path, *sets, prompts=3):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", str(prompts), "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "selm_ray.ops.cli", "demo", "--prompts", str(prompts), "--run-dir", str(run_dir)]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
@@ -46,7 +46,7 @@ def test_generate_judge_counts_unparseable_verdicts_as_failures(tmp_path, tiny_m
 
 
 def test_reward_model_judge(tmp_path, tiny_model_path, smollm2_tokenizer):
-    from selm_ray.models import build_tiny_reward_model
+    from selm_ray.engines.models import build_tiny_reward_model
 
     rm = build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
     summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "judge.kind=reward_model",
@@ -56,10 +56,10 @@ def test_reward_model_judge(tmp_path, tiny_model_path, smollm2_tokenizer):
 
 
 def test_cli_rejects_bad_input_without_starting_anything(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--set", "judge.mode=vibes"],
+    bad = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "demo", "--set", "judge.mode=vibes"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "judge.mode: must be one of" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", "0"],
+    bad = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "demo", "--prompts", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "argument --prompts: '0': must be an integer >= 1" in bad.stderr
 

@@ -113,11 +113,11 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
     assert status == "FAILED" and "learner.bogus: unknown key" in logs
 
     # selm-ray submit: validates locally first, so a bad key never reaches the cluster ...
-    local = subprocess.run([sys.executable, "-m", "selm_ray.cli", "submit", "jobs/configs/smoke.yaml", "--address",
+    local = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "submit", "jobs/configs/smoke.yaml", "--address",
                             address, "--set", "judge.mode=vibes"], env=env, capture_output=True, text=True, cwd=ROOT)
     assert local.returncode == 2 and "judge.mode: must be one of" in local.stderr
     # ... and a valid one comes back with a submission id that the cluster knows
-    ok = subprocess.run([sys.executable, "-m", "selm_ray.cli", "submit", "jobs/configs/smoke.yaml", "--address",
+    ok = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "submit", "jobs/configs/smoke.yaml", "--address",
                          address, "--set", f"model.path={tiny_model_path}", "--set", "schedule.iterations=1"],
                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -137,7 +137,7 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
 
 
 def _selm(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "selm_ray.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", *args], env=env, capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout)
 
 

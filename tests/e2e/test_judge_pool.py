@@ -7,8 +7,8 @@ from pathlib import Path
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.config import load_config
-from selm_ray.records import Candidate, Rollout
+from selm_ray.core.config import load_config
+from selm_ray.core.records import Candidate, Rollout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,12 +25,12 @@ def _labelled(path):
 
 
 def test_function_and_reward_model_judges_in_the_judge_pool(tmp_path, smollm2_tokenizer):
-    from selm_ray.models import build_tiny_reward_model
+    from selm_ray.engines.models import build_tiny_reward_model
 
     rm = build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
     ray.init(address="local", num_cpus=3, include_dashboard=False)
     try:
-        fn_cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.judging.functions:math_answer"])
+        fn_cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.core.judging.functions:math_answer"])
         rm_cfg = load_config(None, ["judge.kind=reward_model", f"judge.reward_model={rm}"])
         fn_judge = launch.launch_judge(fn_cfg, "t", 0, "unused", None, None)
         rm_judge = launch.launch_judge(rm_cfg, "t", 1, "unused", str(rm), None)
@@ -49,41 +49,41 @@ def test_function_and_reward_model_judges_in_the_judge_pool(tmp_path, smollm2_to
 
 
 def test_judge_eval_command(tmp_path, smollm2_tokenizer):
-    from selm_ray.models import build_tiny_reward_model
+    from selm_ray.engines.models import build_tiny_reward_model
 
     data = _labelled(tmp_path / "labelled.jsonl")
-    out = subprocess.run([sys.executable, "-m", "selm_ray.cli", "judge-eval", "--data", str(data), "--set",
-                          "judge.kind=function", "--set", "judge.function=selm_ray.judging.functions:math_answer",
+    out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "judge-eval", "--data", str(data), "--set",
+                          "judge.kind=function", "--set", "judge.function=selm_ray.core.judging.functions:math_answer",
                           "--out", str(tmp_path / "fn.json")], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "fn.json").read_text())
     assert result["pairs"] == 4 and result["accuracy"] == 1.0 and result["tie_rate"] == 0.0
 
     rm = build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
-    out = subprocess.run([sys.executable, "-m", "selm_ray.cli", "judge-eval", "--data", str(data), "--set",
+    out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "judge-eval", "--data", str(data), "--set",
                           "judge.kind=reward_model", "--set", f"judge.reward_model={rm}"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["pairs"] == 4 and result["failure_rate"] == 0.0 and 0.0 <= result["accuracy"] <= 1.0
 
-    bad = subprocess.run([sys.executable, "-m", "selm_ray.cli", "judge-eval", "--data", str(data), "--set",
+    bad = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "judge-eval", "--data", str(data), "--set",
                           "judge.kind=function", "--set", "judge.function=nope.mod:f"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "judge.function: cannot import 'nope.mod'" in bad.stderr
 
 
 def test_eval_command_on_two_tiny_checkpoints(tmp_path, smollm2_tokenizer):
-    from selm_ray.models import build_tiny_causal_lm
+    from selm_ray.engines.models import build_tiny_causal_lm
 
     a = build_tiny_causal_lm(tmp_path / "a", seed=1, tokenizer=smollm2_tokenizer)
     b = build_tiny_causal_lm(tmp_path / "b", seed=2, tokenizer=smollm2_tokenizer)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Tell me one fact about the number {i}."}) + "\n"
                                for i in range(6)))
-    out = subprocess.run([sys.executable, "-m", "selm_ray.cli", "eval", "--model", str(a), "--baseline", str(b),
+    out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "eval", "--model", str(a), "--baseline", str(b),
                           "--prompts", str(prompts), "--set", "judge.kind=function", "--set",
-                          "judge.function=selm_ray.judging.functions:brevity", "--set", "generation.max_new_tokens=24",
+                          "judge.function=selm_ray.core.judging.functions:brevity", "--set", "generation.max_new_tokens=24",
                           "--out", str(tmp_path / "eval.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads((tmp_path / "eval.json").read_text())
@@ -91,4 +91,4 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, smollm2_tokenizer):
     lo, hi = r["win_rate_ci95"]
     assert 0 <= lo <= r["win_rate"] <= hi <= 1
     assert r["mean_tokens_model"] > 0 and r["mean_tokens_baseline"] > 0
-    assert r["judge"] == "fn:selm_ray.judging.functions:brevity"
+    assert r["judge"] == "fn:selm_ray.core.judging.functions:brevity"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selm_ray import models
-from selm_ray.losses import sequence_logps
-from selm_ray.models import ModelError, prepare_model, resolve_model
+from selm_ray.engines import models
+from selm_ray.core.losses import sequence_logps
+from selm_ray.engines.models import ModelError, prepare_model, resolve_model
 
 
 def test_smollm2_prepared_folder_is_a_normal_hf_model(smollm2_path, smollm2_tokenizer):
@@ -103,8 +103,8 @@ def test_learner_logps_from_kept_logits_equal_full_logits(tiny_model_path, smoll
     from transformers import AutoModelForCausalLM
 
     from selm_ray.learner.batching import collate, kept
-    from selm_ray.learner.engine import _logits
-    from selm_ray.records import PreferencePair
+    from selm_ray.learner.engine import batch_logits
+    from selm_ray.core.records import PreferencePair
 
     tok = smollm2_tokenizer
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float64)
@@ -118,7 +118,7 @@ def test_learner_logps_from_kept_logits_equal_full_logits(tiny_model_path, smoll
     with torch.no_grad():
         full = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                               batch["input_ids"], batch["loss_mask"])
-        part = sequence_logps(_logits(model, batch), kept(batch, "input_ids"), kept(batch, "loss_mask"))
+        part = sequence_logps(batch_logits(model, batch), kept(batch, "input_ids"), kept(batch, "loss_mask"))
     assert part.tolist() == pytest.approx(full.tolist(), rel=1e-10)
     # masks: prompt tokens are never scored, each response ends with EOS
     ids, mask = batch["input_ids"][0], batch["loss_mask"][0]
@@ -136,8 +136,8 @@ def test_packed_layout_scores_and_trains_exactly_like_padded_rows(tiny_model_pat
     from transformers import AutoModelForCausalLM
 
     from selm_ray.learner.batching import collate, pack, row_logps
-    from selm_ray.learner.engine import _logits
-    from selm_ray.records import PreferencePair
+    from selm_ray.learner.engine import batch_logits
+    from selm_ray.core.records import PreferencePair
 
     tok = smollm2_tokenizer
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float64, attn_implementation=attn)
@@ -163,7 +163,7 @@ def test_packed_layout_scores_and_trains_exactly_like_padded_rows(tiny_model_pat
 
     def logps_and_grad(batch):
         model.zero_grad()
-        lp = row_logps(_logits(model, batch), batch)
+        lp = row_logps(batch_logits(model, batch), batch)
         lp.sum().backward()
         return lp.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
 

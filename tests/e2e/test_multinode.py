@@ -5,11 +5,11 @@ import json
 
 from ray.cluster_utils import Cluster
 
-from selm_ray.config import load_config
+from selm_ray.core.config import load_config
 
 
 def test_pools_land_on_their_slot_nodes(tmp_path, tiny_model_path):
-    from selm_ray import runner
+    from selm_ray.run import runner
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     nodes = {slot: cluster.add_node(num_cpus=2, resources={slot: 2})

@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from selm_ray.config import load_config
-from selm_ray.selfinstruct import REASONS, PromptFilter
+from selm_ray.core.config import load_config
+from selm_ray.core.selfinstruct import REASONS, PromptFilter
 
 
 def test_created_prompts_are_filtered_logged_answered_and_resumed(tmp_path, tiny_model_path):
-    from selm_ray import runner
-    from selm_ray.selfinstruct import rouge_l, words
+    from selm_ray.run import runner
+    from selm_ray.core.selfinstruct import rouge_l, words
 
     over = [f"model.path={tiny_model_path}", "create.enabled=true", "create.mix_ratio=0.5",
             "create.max_new_tokens=12", "create.min_words=1", "create.max_attempts_factor=2"]
@@ -53,8 +53,8 @@ def test_created_prompts_are_filtered_logged_answered_and_resumed(tmp_path, tiny
 def test_smollm2_writes_instructions_that_pass_the_filters(smollm2_path):
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from selm_ray.actors.generator import Generator
-    from selm_ray.data import load_prompts
-    from selm_ray.selfinstruct import pick_examples
+    from selm_ray.core.data import load_prompts
+    from selm_ray.core.selfinstruct import pick_examples
 
     import random
 

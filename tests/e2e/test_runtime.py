@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selm_ray.config import load_config
+from selm_ray.core.config import load_config
 
 SMOKE = "jobs/configs/smoke.yaml"
 
 
 def _train(tmp_path, *overrides, controller_hook=None):
-    from selm_ray import runner
+    from selm_ray.run import runner
 
     cfg = load_config(SMOKE, list(overrides))
     return runner.train(cfg, tmp_path / "run", controller_hook=controller_hook)
@@ -86,7 +86,7 @@ def test_dpo_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_pa
     ckpt = s["checkpoint"]
     model = AutoModelForCausalLM.from_pretrained(ckpt)
     assert torch.isfinite(next(model.parameters())).all()
-    demo = subprocess.run([sys.executable, "-m", "selm_ray.cli", "demo", "--prompts", "2", "--set",
+    demo = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "demo", "--prompts", "2", "--set",
                            f"model.path={ckpt}", "--run-dir", str(tmp_path / "demo")],
                           capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -133,7 +133,7 @@ def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_m
 
 
 def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path):
-    from selm_ray import runner
+    from selm_ray.run import runner
     from selm_ray.learner import checkpoint
 
     first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1")
@@ -157,14 +157,14 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "selm_ray.cli", "train", SMOKE, "--resume", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--resume", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
 
 
 @pytest.mark.slow
 def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
-    from selm_ray import runner
+    from selm_ray.run import runner
 
     cfg = load_config("jobs/configs/smollm2-cpu.yaml", ["schedule.iterations=1", "schedule.prompts_per_iteration=4",
                                                         "generation.max_new_tokens=24"])
@@ -180,7 +180,7 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selm_ray.cli", "train", SMOKE, "--run-dir", str(run_dir), "--set",
+        [sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--run-dir", str(run_dir), "--set",
          f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pairs_log = run_dir / "buffer" / "pairs.jsonl"

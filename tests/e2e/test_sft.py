@@ -8,8 +8,8 @@ from pathlib import Path
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.config import load_config
-from selm_ray.records import Candidate, Rollout
+from selm_ray.core.config import load_config
+from selm_ray.core.records import Candidate, Rollout
 
 ROOT = Path(__file__).resolve().parents[2]
 SFT = ["sft.enabled=true", "sft.epochs=60", "sft.lr=5e-3", "sft.batch_size=24", "sft.max_length=512"]
@@ -29,7 +29,7 @@ def _failure_rate(model, questions):
 def test_sft_lowers_loss_and_teaches_the_judge_format(tmp_path, tiny_model_path):
     run = tmp_path / "sft-run"
     args = [x for o in [f"model.path={tiny_model_path}", *SFT] for x in ("--set", o)]
-    out = subprocess.run([sys.executable, "-m", "selm_ray.cli", "sft", "jobs/configs/smoke.yaml", *args,
+    out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "sft", "jobs/configs/smoke.yaml", *args,
                           "--run-dir", str(run)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     m1 = Path(out.stdout.strip().splitlines()[-1].removeprefix("M1: "))
@@ -55,7 +55,7 @@ def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_p
     """The whole Self-Rewarding loop on the tiny model through the real runtime: SFT on IFT + EFT
     (M1), then 2 iterations that create prompts, answer them, judge with written verdicts
     (generate mode, the EFT-taught format) and train DPO on best-vs-worst pairs."""
-    from selm_ray import runner
+    from selm_ray.run import runner
 
     cfg = load_config("jobs/configs/smoke.yaml", [
         f"model.path={tiny_model_path}", *SFT, "create.enabled=true", "create.mix_ratio=0.5",

@@ -5,9 +5,9 @@ import pytest
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.config import load_config
-from selm_ray.data import PromptRecord
-from selm_ray.models import build_tiny_causal_lm
+from selm_ray.core.config import load_config
+from selm_ray.core.data import PromptRecord
+from selm_ray.engines.models import build_tiny_causal_lm
 
 PROMPTS = [PromptRecord(f"p{i}", ({"role": "user", "content": t},)) for i, t in
            enumerate(["Name a colour.", "Count to five.", "Say hello in French."])]
@@ -56,9 +56,9 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
     from transformers import AutoModelForCausalLM
 
     from selm_ray.learner.batching import collate, engine_reference_logps
-    from selm_ray.losses import sequence_logps
-    from selm_ray.pairs import build_pair
-    from selm_ray.records import CandidateScore, Judgement
+    from selm_ray.core.losses import sequence_logps
+    from selm_ray.core.pairs import build_pair
+    from selm_ray.core.records import CandidateScore, Judgement
 
     cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=10"])
     ray.init(address="local", num_cpus=2, include_dashboard=False)

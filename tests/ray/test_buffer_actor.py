@@ -4,8 +4,8 @@ import time
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.config import load_config
-from selm_ray.records import PreferencePair
+from selm_ray.core.config import load_config
+from selm_ray.core.records import PreferencePair
 
 
 def _pair(i):

@@ -1,5 +1,5 @@
 """The autoscale policy as a pure object: no Ray, observations in, decisions out."""
-from selm_ray.autoscale import AutoscalePolicy, Decision, Observation
+from selm_ray.core.autoscale import AutoscalePolicy, Decision, Observation
 
 
 def obs(t=100.0, gens=1, judges=1, wait=0.0, fill=0.2, stale=0, gen_busy=0.5, judge_busy=0.5):

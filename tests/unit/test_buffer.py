@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from selm_ray.buffer import CONSUMED_FILE, PAIRS_FILE, ReplayBuffer
-from selm_ray.records import PreferencePair
+from selm_ray.core.buffer import CONSUMED_FILE, PAIRS_FILE, ReplayBuffer
+from selm_ray.core.records import PreferencePair
 
 
 def _pair(i, version=0, score=(4.0, 1.0)):
@@ -109,3 +109,17 @@ def test_bad_settings():
         ReplayBuffer(None, capacity=0)
     with pytest.raises(ValueError):
         ReplayBuffer(None, eviction="random")
+
+
+def test_buffer_keeps_the_pair_acknowledged_after_a_torn_tail(tmp_path):
+    """A crash leaves half a row; the next acknowledged pair must survive the following reload."""
+    b = ReplayBuffer(tmp_path, capacity=10)
+    b.add([_pair(0)])
+    with (tmp_path / PAIRS_FILE).open("a") as fh:
+        fh.write('{"pair_id": "p9", "tru')  # the crash
+    b2 = ReplayBuffer(tmp_path, capacity=10)
+    assert b2.add([_pair(1)]) == 1  # acknowledged: on disk
+    rows = [json.loads(line) for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    assert [r["pair_id"] for r in rows] == ["p0", "p1"]
+    b3 = ReplayBuffer(tmp_path, capacity=10)
+    assert sorted(p.pair_id for p in b3.sample(10, 0)) == ["p0", "p1"]

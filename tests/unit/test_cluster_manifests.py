@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selm_ray.config import load_config
+from selm_ray.core.config import load_config
 
 SLOTS = {"generator_slot", "judge_slot", "learner_slot"}
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 import pytest
 
-from selm_ray.config import Config, ConfigError, load_config
+from selm_ray.core.config import Config, ConfigError, load_config
 
 
 def _yaml(tmp_path, text):
@@ -82,3 +82,72 @@ def test_list_values_and_their_errors():
         load_config(None, ["learner.lr_by_iteration=[1e-6, x]"])
     with pytest.raises(ConfigError, match="learner.lr_by_iteration: has 1 entries for 2 iterations"):
         load_config(None, ["learner.lr_by_iteration=[1e-6]"])
+
+
+def test_json_schema_covers_every_section_with_defaults_and_descriptions():
+    from selm_ray.core.config import LearnerConfig
+
+    schema = Config.model_json_schema()
+    assert set(schema["properties"]) == set(Config.model_fields)
+    assert schema["additionalProperties"] is False  # unknown keys are errors in editors too
+    ref = schema["properties"]["learner"]["$ref"].rsplit("/", 1)[-1]
+    learner = schema["$defs"][ref]
+    assert learner["properties"]["alpha"]["default"] == LearnerConfig().alpha == 0.001
+    assert learner["properties"]["alpha"]["type"] == "number" and learner["additionalProperties"] is False
+    assert learner["properties"]["loss"]["enum"] == ["selm", "dpo", "ipo"]
+    for name, section in schema["$defs"].items():  # every field is documented
+        for key, prop in section["properties"].items():
+            assert prop.get("description"), f"{name}.{key} has no description"
+
+
+def test_cli_prints_the_schema_as_json():
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "config", "--schema"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == Config.model_json_schema()
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["autoscale.bogus=1"], "autoscale.bogus: unknown key (valid keys here: enabled, min_generators"),
+    (["cluster.num_judges=two"], "cluster.num_judges: must be an integer, got 'two'"),
+    (["cluster.num_judges=2.0"], "cluster.num_judges: must be an integer, got 2.0"),
+    (["learner.batch_size=true"], "learner.batch_size: must be an integer, got True"),
+    (["judge.follow_policy=1"], "judge.follow_policy: must be true or false, got 1"),
+    (["model.path=3"], "model.path: must be a string, got 3"),
+    (["data.max_prompts=many"], "data.max_prompts: must be an integer, got 'many'"),
+    (["learner.lr_by_iteration=3"], "learner.lr_by_iteration: must be a list, got 3"),
+    (["learner.lr=x", "learner.beta=y"], "learner.beta: must be a number, got 'y'"),  # first field wins
+])
+def test_set_overrides_with_unknown_keys_or_wrong_types_name_the_key_path(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert key in str(e.value)
+
+
+def test_coercion_rules():
+    cfg = load_config(None, ["learner.beta=1", "learner.lr='1e-6'", "learner.lr_by_iteration=[1, 2]"])
+    assert cfg.learner.beta == 1.0 and isinstance(cfg.learner.beta, float) and cfg.learner.lr == 1e-6
+    lrs = cfg.learner.lr_by_iteration
+    assert lrs == [1.0, 2.0] and all(isinstance(x, float) for x in lrs)
+    assert load_config(None, ["learner=null"]).learner == Config().learner  # an empty section: defaults
+
+
+def test_every_job_config_round_trips_through_to_dict():
+    from pathlib import Path
+
+    from selm_ray.core.config import config_from_dict, dump_config
+
+    for p in Path("jobs/configs").glob("*.yaml"):
+        cfg = load_config(p)
+        again = config_from_dict(cfg.to_dict())
+        assert again == cfg and dump_config(again) == dump_config(cfg), p
+
+
+def test_cli_config_errors_name_the_key_path(capsys):
+    from selm_ray.ops.cli import main
+
+    assert main(["config", "--set", "sft.epochs=three"]) == 2
+    assert "sft.epochs: must be an integer, got 'three'" in capsys.readouterr().err

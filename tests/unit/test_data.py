@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from selm_ray.data import (
+from selm_ray.core.data import (
     DataError, iteration_slices, load_prompts, parse_row, prompt_id_for, seed_prompts_path, shuffled,
 )
 

@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from selm_ray.config import ConfigError, load_config
-from selm_ray.data import DataError
+from selm_ray.core.config import ConfigError, load_config
+from selm_ray.core.data import DataError
 from selm_ray.engines.judges import FunctionJudge
-from selm_ray.judge_eval import agreement, as_rollouts, load_labelled
-from selm_ray.judging.functions import FunctionJudgeError, brevity, check_score, load_function, math_answer
-from selm_ray.records import Candidate, Rollout
+from selm_ray.core.evaluation import agreement, as_rollouts, load_labelled
+from selm_ray.core.judging.functions import FunctionJudgeError, brevity, check_score, load_function, math_answer
+from selm_ray.core.records import Candidate, Rollout
 
 calls = []
 
@@ -21,15 +21,15 @@ def flaky(prompt, response):  # used by spec below: every failure kind a user's 
 
 
 def test_load_function_errors_name_the_spec():
-    assert load_function("selm_ray.judging.functions:brevity") is brevity
+    assert load_function("selm_ray.core.judging.functions:brevity") is brevity
     for spec, msg in (("no_colon", "must look like"), ("selm_ray.nope:f", "cannot import"),
-                      ("selm_ray.judging.functions:missing", "no callable 'missing'")):
+                      ("selm_ray.core.judging.functions:missing", "no callable 'missing'")):
         with pytest.raises(FunctionJudgeError, match=msg):
             load_function(spec)
 
 
 def test_config_checks_the_function_spec():
-    cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.judging.functions:brevity"])
+    cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.core.judging.functions:brevity"])
     assert cfg.judge.function.endswith(":brevity")
     with pytest.raises(ConfigError, match="judge.function: kind function needs"):
         load_config(None, ["judge.kind=function"])
@@ -62,11 +62,11 @@ def test_function_judge_turns_every_bad_value_into_a_counted_failure():
 
 
 def test_agreement_counts_wins_ties_and_failures():
-    judge = FunctionJudge("selm_ray.judging.functions:brevity")
+    judge = FunctionJudge("selm_ray.core.judging.functions:brevity")
     js = judge.judge([_rollout("short", "a longer one"), _rollout("a b c", "x"), _rollout("same", "tie"),
                       _rollout("", "x")])
     assert agreement(js) == {"pairs": 4, "accuracy": round(1 / 3, 4), "tie_rate": 0.25, "failure_rate": 0.25,
-                             "judge": "fn:selm_ray.judging.functions:brevity"}
+                             "judge": "fn:selm_ray.core.judging.functions:brevity"}
 
 
 def test_labelled_rows_need_chosen_and_rejected(tmp_path):
@@ -86,8 +86,8 @@ def test_builtin_labelled_pairs_ship_with_the_package():
 
 
 def test_win_tie_loss_and_wilson_interval():
-    from selm_ray.evaluate import win_tie_loss, wilson
-    from selm_ray.records import CandidateScore
+    from selm_ray.core.evaluation import win_tie_loss, wilson
+    from selm_ray.core.records import CandidateScore
 
     ok = lambda x: CandidateScore(x, 1, 1)  # noqa: E731
     bad = CandidateScore(None, 0, 1, failure="x")

@@ -1,12 +1,23 @@
-"""The algorithm core must stay importable without Ray or vLLM (and without starting either)."""
+"""The layout's direction: core/ imports neither Ray nor vLLM (nor starts either), and each folder
+imports only the folders below it: core <- engines <- actors / learner <- run <- ops."""
+import ast
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
-PURE = ["selm_ray.losses", "selm_ray.judging", "selm_ray.pairs", "selm_ray.records", "selm_ray.data",
-        "selm_ray.config"]
+import selm_ray.core
+
+PACKAGE = Path(selm_ray.core.__file__).parent.parent
+PURE = sorted(m.name for m in pkgutil.walk_packages(selm_ray.core.__path__, "selm_ray.core."))
+# what each folder may import from the project (besides itself)
+ALLOWED = {"core": set(), "engines": {"core"}, "actors": {"core", "engines"},
+           "learner": {"core", "engines", "actors"}, "run": {"core", "engines", "actors", "learner"},
+           "ops": {"core", "engines", "actors", "learner", "run"}}
 
 
 def test_core_imports_neither_ray_nor_vllm():
+    assert "selm_ray.core.losses" in PURE and "selm_ray.core.config" in PURE
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in PURE)
@@ -15,3 +26,28 @@ def test_core_imports_neither_ray_nor_vllm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"pure modules pulled in: {out.stdout.strip()}"
+
+
+def _project_imports(path: Path) -> set[str]:
+    """The selm_ray folders a module imports (type-only imports included: no cycle of any kind)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "selm_ray" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+def test_folders_import_only_the_folders_below_them():
+    bad = []
+    for folder, allowed in ALLOWED.items():
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            extra = _project_imports(path) - allowed - {folder}
+            if extra:
+                bad.append(f"{path.relative_to(PACKAGE)} imports {sorted(extra)}")
+    assert not bad, "\n".join(bad)
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert top == [], f"modules outside the role folders: {top}"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from selm_ray.judging import (
+from selm_ray.core.judging import (
     SCORE_PREFIX, aggregate_samples, build_judge_messages, expected_score, parse_score,
     score_from_expected,
 )

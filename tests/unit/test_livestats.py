@@ -2,8 +2,8 @@
 import time
 from types import SimpleNamespace
 
-from selm_ray.livestats import LiveStats, distribution, render
-from selm_ray.pool import Member, Pool
+from selm_ray.core.livestats import LiveStats, distribution, render
+from selm_ray.run.pool import Member, Pool
 
 
 def test_distribution_nearest_rank():

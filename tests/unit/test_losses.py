@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from selm_ray.losses import (
+from selm_ray.core.losses import (
     LOSSES, compute_loss, dpo_loss, get_loss, ipo_loss, scattered_logps, selm_loss, sequence_logps,
 )
 

@@ -1,7 +1,7 @@
 import pytest
 
-from selm_ray.pairs import NO_PAIR_TIE, NO_PAIR_TOO_FEW_SCORED, build_pair
-from selm_ray.records import Candidate, CandidateScore, Judgement, PreferencePair, Rollout
+from selm_ray.core.pairs import NO_PAIR_TIE, NO_PAIR_TOO_FEW_SCORED, build_pair
+from selm_ray.core.records import Candidate, CandidateScore, Judgement, PreferencePair, Rollout
 
 MSGS = ({"role": "user", "content": "q"},)
 

@@ -1,5 +1,5 @@
 """Pure decision functions of the controller."""
-from selm_ray.policies import least_loaded, retry_delays
+from selm_ray.core.policies import least_loaded, retry_delays
 
 
 def test_least_loaded_dispatch():

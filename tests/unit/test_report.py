@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from selm_ray.cli import main
-from selm_ray.report import ReportError, rolling, write_report
+from selm_ray.ops.cli import main
+from selm_ray.ops.report import ReportError, rolling, write_report
 
 
 def _write(path, rows):

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from selm_ray.selfinstruct import PromptFilter, fewshot_messages, parse_instruction, pick_examples, rouge_l, words
+from selm_ray.core.selfinstruct import PromptFilter, fewshot_messages, parse_instruction, pick_examples, rouge_l, words
 
 SEED = ["Write a haiku about autumn leaves.", "Explain how a bicycle gear works to a child.",
         "List three ways to save water at home."]
@@ -71,7 +71,8 @@ def test_remembered_prompts_count_as_known_without_being_counted():
 def test_logged_prompts_of_an_earlier_attempt(tmp_path):
     import json
 
-    from selm_ray.creator import drop_cut_line, logged_prompts
+    from selm_ray.core.jsonl import cut_torn_tail
+    from selm_ray.run.creator import logged_prompts
 
     path = tmp_path / "created_prompts.jsonl"
     assert logged_prompts(path) == {}
@@ -82,7 +83,7 @@ def test_logged_prompts_of_an_earlier_attempt(tmp_path):
     got = logged_prompts(path)
     assert {t: [(r.prompt_id, r.messages[-1]["content"]) for r in rs] for t, rs in got.items()} == {
         0: [("created-0-0", "Name two rivers.")], 1: [("created-1-1", "Plan a picnic.")]}
-    drop_cut_line(path)  # what a resumed run appends then starts on a line of its own
+    cut_torn_tail(path)  # what a resumed run appends then starts on a line of its own
     assert path.read_text().endswith("Plan a picnic.\"}\n") and logged_prompts(path) == got
     path.write_text("not json\n" + json.dumps(rows[0]) + "\n")  # damage before the end is an error
     with pytest.raises(ValueError, match=r"created_prompts.jsonl:1: not JSON"):

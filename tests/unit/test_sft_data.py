@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from selm_ray.data import DataError
-from selm_ray.judging import parse_score
-from selm_ray.sft import collate_sft, load_sft
+from selm_ray.core.data import DataError
+from selm_ray.core.judging import parse_score
+from selm_ray.core.sft_data import load_sft
+from selm_ray.learner.batching import collate_sft
 
 
 def test_builtin_sets_load_and_every_eft_evaluation_parses():

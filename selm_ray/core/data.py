@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from selm_ray.records import Message
+from selm_ray.core.records import Message
 
 SEED_SOURCE = "seed"
 _ROLES = ("system", "user", "assistant")

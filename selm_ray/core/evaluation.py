@@ -1,18 +1,43 @@
-"""Judge quality: agreement of the configured judge with labelled preference pairs.
+"""Scoring a judged comparison, pure Python: win / tie / loss with a Wilson interval (`selm-ray eval`
+and the per-iteration eval), and judge agreement with labelled pairs (`selm-ray judge-eval`).
 
-Any prompt dataset with ``chosen`` and ``rejected`` answers works (data.py reads it). Each pair
-becomes a rollout of two candidates, judged alone like any rollout; the judge agrees when it
-scores chosen above rejected. Used by `selm-ray judge-eval` and, with judge.eval_data set, by
-the controller at the end of every iteration (through the judge pool).
+`selm-ray eval`: model vs baseline on a prompt set, judged by the configured judge.
+
+Both models answer every prompt greedily (vLLM, one generator actor each); the judge scores the
+two answers of a prompt, each alone (all judges here are pointwise, so there is no order to
+swap). Win / tie / loss, the win rate (a tie counts half) with a 95% Wilson interval, and the
+mean answer lengths (length growth is a known failure mode of preference training).
 """
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any, Sequence
 
-from selm_ray.data import DataError, PromptRecord, load_prompts
-from selm_ray.records import Candidate, Judgement, Rollout
+from selm_ray.core.data import DataError, PromptRecord, load_prompts
+from selm_ray.core.records import Candidate, CandidateScore, Judgement, Rollout
 
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def win_tie_loss(scores: Sequence[tuple[CandidateScore, CandidateScore]]) -> dict[str, Any]:
+    """Counts over prompts where both answers were scored; failures are counted apart."""
+    scored = [(a.score, b.score) for a, b in scores if a.ok and b.ok]
+    wins = sum(a > b for a, b in scored)
+    ties = sum(a == b for a, b in scored)
+    n = len(scored)
+    rate = (wins + 0.5 * ties) / n if n else 0.0
+    return {"prompts": len(scores), "scored": n, "wins": wins, "ties": ties, "losses": n - wins - ties,
+            "failures": len(scores) - n, "win_rate": round(rate, 4), "win_rate_ci95": wilson(rate, n)}
+
+
+# -- judge agreement with labelled pairs ---------------------------------------------------------
 # 12 hand-written general-knowledge pairs (a correct, helpful answer vs a vague or wrong one):
 # enough to see whether a judge's verdicts parse and point the right way, not a benchmark.
 BUILTIN_PAIRS = "builtin:pairs"
@@ -46,23 +71,3 @@ def agreement(judgements: Sequence[Judgement]) -> dict[str, Any]:
     return {"pairs": n, "accuracy": round(wins / len(scored), 4) if scored else None,
             "tie_rate": round(ties / max(1, n), 4), "failure_rate": round(len(failed) / max(1, n), 4),
             "judge": judgements[0].judge if judgements else None}
-
-
-def local_judge(cfg: Any) -> Any:
-    """The configured judge, in this process (a self-judge gets its own vLLM engine)."""
-    from selm_ray.engines.judges import FunctionJudge, RewardModelJudge, make_self_judge
-    from selm_ray.models import resolve_model
-
-    j = cfg.judge
-    if j.kind == "reward_model":
-        return RewardModelJudge(resolve_model(j.reward_model or ""))
-    if j.kind == "function":
-        return FunctionJudge(j.function or "")
-    from selm_ray.actors.generator import build_engine
-
-    return make_self_judge(cfg, build_engine(cfg, resolve_model(cfg.model.path)))
-
-
-def evaluate(cfg: Any, source: str, split: str = "train", max_pairs: int | None = None) -> dict[str, Any]:
-    rollouts = as_rollouts(load_labelled(source, split, max_pairs))
-    return {"data": source, **agreement(local_judge(cfg).judge(rollouts))}

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selm_ray.config import ConfigError, dump_config, load_config
-from selm_ray.data import DataError
+from selm_ray.core.config import Config, ConfigError, dump_config, load_config
+from selm_ray.core.data import DataError
 from selm_ray.learner.checkpoint import ResumeError
-from selm_ray.models import PREPARERS, ModelError, is_prepared, models_dir, prepare_model
+from selm_ray.engines.models import PREPARERS, ModelError, is_prepared, models_dir, prepare_model
 
 USER_ERRORS = (ConfigError, DataError, ModelError, ResumeError)
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -20,9 +20,9 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 def _late_errors() -> tuple[type, ...]:
     """User errors of the commands whose modules are imported only when used."""
-    from selm_ray.attach import AttachError
-    from selm_ray.judging.functions import FunctionJudgeError
-    from selm_ray.report import ReportError
+    from selm_ray.ops.attach import AttachError
+    from selm_ray.core.judging.functions import FunctionJudgeError
+    from selm_ray.ops.report import ReportError
 
     return (AttachError, FunctionJudgeError, ReportError)
 
@@ -62,13 +62,16 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    if args.schema:  # the tree's shape, not one config: CONFIG and --set do not apply
+        print(json.dumps(Config.model_json_schema(), indent=2))
+        return 0
     cfg = load_config(args.config, args.overrides)
     print(dump_config(cfg), end="")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from selm_ray.onepass import run_one_pass
+    from selm_ray.run.onepass import run_one_pass
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path(cfg.run.output_dir) / f"{cfg.run.name}-onepass-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -81,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from selm_ray.runner import train
+    from selm_ray.run.runner import train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.resume or args.run_dir
@@ -92,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    from selm_ray.runner import sft_only
+    from selm_ray.run.runner import sft_only
 
     cfg = load_config(args.config, args.overrides)
     m1 = sft_only(cfg, Path(args.run_dir) if args.run_dir else None)
@@ -101,11 +104,11 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from selm_ray.submit import follow_hint, submit
+    from selm_ray.ops.submit import follow_hint, submit
 
     # a bad config fails here, before anything is sent
     cfg = load_config(args.config, args.overrides)
-    from selm_ray.runner import new_run_id
+    from selm_ray.run.runner import new_run_id
 
     run_id = args.run_id or new_run_id(cfg.run.name)
     job_id = submit(args.config, args.address, args.overrides, args.working_dir, run_id)
@@ -115,7 +118,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _relay(args: argparse.Namespace, argv: list[str]) -> Any:
     """A dashboard URL: run this command as a short job on the cluster, return its JSON."""
-    from selm_ray.attach import last_json, via_job
+    from selm_ray.ops.attach import last_json, via_job
 
     return last_json(via_job(args.address, argv))
 
@@ -136,8 +139,8 @@ def _quiet_ray(func):
 
 @_quiet_ray
 def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
-    from selm_ray import attach
-    from selm_ray.livestats import render
+    from selm_ray.ops import attach
+    from selm_ray.core.livestats import render
 
     run = ["--run", args.run] if args.run else []
     if attach.is_dashboard_url(args.address):
@@ -171,7 +174,7 @@ def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
 
 @_quiet_ray
 def _cmd_scale(args: argparse.Namespace, out_file: Any) -> int:
-    from selm_ray import attach
+    from selm_ray.ops import attach
 
     if args.generators is None and args.judges is None:
         print("selm-ray: error: scale needs --generators and/or --judges", file=sys.stderr)
@@ -203,21 +206,21 @@ def _emit(result: dict[str, Any], out: str | None) -> int:
 
 
 def _cmd_judge_eval(args: argparse.Namespace) -> int:
-    from selm_ray.judge_eval import evaluate
+    from selm_ray.ops.judge_eval import evaluate
 
     cfg = load_config(args.config, args.overrides)
     return _emit(evaluate(cfg, args.data, args.split, args.max_pairs), args.out)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from selm_ray.evaluate import compare
+    from selm_ray.ops.evaluate import compare
 
     cfg = load_config(args.config, args.overrides)
     return _emit(compare(cfg, args.model, args.baseline, args.prompts, args.max_prompts), args.out)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from selm_ray.report import write_report
+    from selm_ray.ops.report import write_report
 
     out = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
     print(f"report: {out}")
@@ -238,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="validate a config and print it fully resolved")
     _add_config_args(c)
+    c.add_argument("--schema", action="store_true",
+                   help="print the JSON Schema of the whole config tree instead (for editors that "
+                        "complete and check YAML configs); CONFIG and --set are ignored")
     c.set_defaults(func=_cmd_config)
 
     t = sub.add_parser("train", help="run the online loop (generators, judges, buffer, learner) on Ray")

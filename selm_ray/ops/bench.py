@@ -1,6 +1,6 @@
 """Benchmark (not a test): the same work overlapped vs strictly sequential, figures printed.
 
-    python -m selm_ray.bench [CONFIG] [--set k=v ...]      (default: jobs/configs/smoke.yaml)
+    python -m selm_ray.ops.bench [CONFIG] [--set k=v ...]      (default: jobs/configs/smoke.yaml)
 
 Runs the config twice on a fresh local Ray each time: once as configured (stages overlapped:
 iterative or async) and once with ``schedule.mode=sequential`` (generate all, judge all, then
@@ -15,14 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-from selm_ray.config import load_config
+from selm_ray.core.config import load_config
 
 FIELDS = ("loop_seconds", "pairs", "pairs_per_second", "overlap_ratio", "generator_tokens_per_second",
           "learner_steps")
 
 
 def _run(config: str | None, overrides: list[str], out: Path, mode: str | None) -> dict:
-    from selm_ray.runner import train
+    from selm_ray.run.runner import train
 
     sets = list(overrides) + ([f"schedule.mode={mode}"] if mode else [])
     cfg = load_config(config, sets)

@@ -5,7 +5,7 @@ EFT rows: ``{"prompt", "response", "evaluation"}``: the model learns to answer t
 prompt for (prompt, response) with ``evaluation``, which must end in a score the judge parser
 reads (else the row is an error: it would teach the format we rely on wrongly).
 ``builtin:ift`` / ``builtin:eft`` are the small example sets shipped for tests and demos.
-Pure Python + torch; no Ray.
+Pure Python; batching for the learner is in learner/batching.py.
 """
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
 
-import torch
-
-from selm_ray.data import DataError, render_prompt
-from selm_ray.judging import build_judge_messages, parse_score
-from selm_ray.records import Message
+from selm_ray.core.data import DataError
+from selm_ray.core.judging import build_judge_messages, parse_score
+from selm_ray.core.records import Message
 
 BUILTIN = {"builtin:ift": "sft_ift.jsonl", "builtin:eft": "sft_eft.jsonl"}
 
@@ -84,19 +81,3 @@ def load_sft(source: str, kind: str) -> list[SFTExample]:
     if not out:
         raise DataError(f"{source}: no {kind.upper()} examples")
     return out
-
-
-def collate_sft(tokenizer: Any, examples: Sequence[SFTExample], max_length: int) -> dict[str, Any]:
-    """input_ids / attention_mask / loss_mask (answer tokens + EOS only) and ``first``."""
-    from selm_ray.learner.batching import _encode
-
-    encoded = [_encode(tokenizer, render_prompt(tokenizer, e.messages), e.response, max_length) for e in examples]
-    width = max(len(ids) for ids, _ in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for i, (row, m) in enumerate(encoded):
-        ids[i, :len(row)], attn[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1, torch.tensor(m)
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask,
-            "first": max(0, int(mask.argmax(dim=1).min().item()) - 1)}

@@ -1,35 +1,11 @@
-"""`selm-ray eval`: model vs baseline on a prompt set, judged by the configured judge.
-
-Both models answer every prompt greedily (vLLM, one generator actor each); the judge scores the
-two answers of a prompt, each alone (all judges here are pointwise, so there is no order to
-swap). Win / tie / loss, the win rate (a tie counts half) with a 95% Wilson interval, and the
-mean answer lengths (length growth is a known failure mode of preference training).
-"""
+"""`selm-ray eval`: model vs baseline on a prompt set, judged by the configured judge (see
+core/evaluation.py for how the verdicts are counted)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
-from selm_ray.records import CandidateScore, Rollout
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
-
-
-def win_tie_loss(scores: Sequence[tuple[CandidateScore, CandidateScore]]) -> dict[str, Any]:
-    """Counts over prompts where both answers were scored; failures are counted apart."""
-    scored = [(a.score, b.score) for a, b in scores if a.ok and b.ok]
-    wins = sum(a > b for a, b in scored)
-    ties = sum(a == b for a, b in scored)
-    n = len(scored)
-    rate = (wins + 0.5 * ties) / n if n else 0.0
-    return {"prompts": len(scores), "scored": n, "wins": wins, "ties": ties, "losses": n - wins - ties,
-            "failures": len(scores) - n, "win_rate": round(rate, 4), "win_rate_ci95": wilson(rate, n)}
+from selm_ray.core.evaluation import win_tie_loss
+from selm_ray.core.records import Rollout
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -40,8 +16,8 @@ def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int 
     import ray
 
     from selm_ray.actors import launch
-    from selm_ray.data import load_prompts
-    from selm_ray.models import resolve_model
+    from selm_ray.core.data import load_prompts
+    from selm_ray.engines.models import resolve_model
 
     records, _ = load_prompts(prompts, "train", "error", "ignore", max_prompts)
     paths = [resolve_model(model), resolve_model(baseline)]

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from selm_ray.core.jsonl import read_log
 
 
 class ReportError(ValueError):
@@ -16,15 +17,7 @@ class ReportError(ValueError):
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a crash: the rest is still worth a chart
-    return rows
+    return read_log(path).rows  # a row cut short by a crash is left out: the rest is worth a chart
 
 
 def rolling(xs: Sequence[float], n: int = 16) -> list[float]:

@@ -1,6 +1,6 @@
 """Benchmark (not a test): one learner step's forward + backward in each batch layout.
 
-    python -m selm_ray.bench_learner [--model smollm2-135m-instruct] [--pairs 4] [--tokens 64]
+    python -m selm_ray.ops.bench_learner [--model smollm2-135m-instruct] [--pairs 4] [--tokens 64]
                                      [--threads 2] [--repeats 3]
 
 Builds PAIRS preference pairs from the shipped seed prompts (chat template applied) with
@@ -18,8 +18,8 @@ import torch
 
 
 def _pairs(tok, n: int, tokens: int) -> list:
-    from selm_ray.data import load_prompts
-    from selm_ray.records import PreferencePair
+    from selm_ray.core.data import load_prompts
+    from selm_ray.core.records import PreferencePair
 
     gen = torch.Generator().manual_seed(0)
     ids = lambda: tuple(torch.randint(100, len(tok) - 1, (tokens,), generator=gen).tolist())  # noqa: E731
@@ -35,10 +35,10 @@ def _pairs(tok, n: int, tokens: int) -> list:
 
 def _time_step(model, batch) -> float:
     from selm_ray.learner.batching import row_logps
-    from selm_ray.learner.engine import _logits
+    from selm_ray.learner.engine import batch_logits
 
     t0 = time.perf_counter()
-    row_logps(_logits(model, batch), batch).sum().backward()
+    row_logps(batch_logits(model, batch), batch).sum().backward()
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - t0
 
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selm_ray.learner.batching import collate, pack
-    from selm_ray.models import resolve_model
+    from selm_ray.engines.models import resolve_model
 
-    p = argparse.ArgumentParser(prog="python -m selm_ray.bench_learner", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m selm_ray.ops.bench_learner", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)

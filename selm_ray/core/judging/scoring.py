@@ -5,7 +5,7 @@ import math
 import re
 from typing import Mapping, Sequence
 
-from selm_ray.records import CandidateScore
+from selm_ray.core.records import CandidateScore
 
 MAX_SCORE = 5.0
 SCORE_TOKENS = tuple(str(d) for d in range(6))  # "0".."5": one token each in SmolLM2's vocab

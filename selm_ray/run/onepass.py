@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selm_ray.config import Config, dump_config
-from selm_ray.data import load_prompts, shuffled
-from selm_ray.models import resolve_model
-from selm_ray.pairs import build_pair
+from selm_ray.core.config import Config, dump_config
+from selm_ray.core.data import load_prompts, shuffled
+from selm_ray.engines.models import resolve_model
+from selm_ray.core.pairs import build_pair
 
 
 def _log(t0: float, msg: str) -> None:
@@ -65,9 +65,9 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     rollouts = gen.generate(records, seed=cfg.run.seed)
     _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
     if cfg.judge.kind != "self":
-        from selm_ray.judge_eval import local_judge
+        from selm_ray.engines.judges import build_local_judge
 
-        judgements = local_judge(cfg).judge(rollouts)  # reward model or function
+        judgements = build_local_judge(cfg).judge(rollouts)  # reward model or function
     else:
         judgements = gen.judge(rollouts)  # self-judge on the same engine
     outcomes = [build_pair(r, j, cfg.judge.min_margin) for r, j in zip(rollouts, judgements)]

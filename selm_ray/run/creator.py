@@ -3,20 +3,19 @@ the self-instruct filters keep some, and every sample is logged with its example
 (run_dir/created_prompts.jsonl)."""
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import ray
 
 from selm_ray.actors import launch
-from selm_ray.data import DataError, PromptRecord
-from selm_ray.selfinstruct import PromptFilter, pick_examples
-
-if TYPE_CHECKING:
-    from selm_ray.controller import Controller
+from selm_ray.core.data import PromptRecord
+from selm_ray.core.jsonl import AppendLog, read_log
+from selm_ray.core.selfinstruct import PromptFilter, pick_examples
+from selm_ray.run.context import RunContext
+from selm_ray.run.pools import PoolManager
 
 CREATED_FILE = "created_prompts.jsonl"
 
@@ -29,49 +28,27 @@ def logged_prompts(path: Path) -> dict[int, list[PromptRecord]]:
     may already have judged pairs, so they are reused instead of being written again.
     """
     out: dict[int, list[PromptRecord]] = {}
-    if not path.is_file():
-        return out
-    lines = path.read_text().splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines):
-                break  # a line cut short by the interruption itself
-            raise DataError(f"{path}:{n}: not JSON ({e})") from None
+    for row in read_log(path).rows:  # a line cut short by the interruption itself is left out
         if row.get("reason") == "accepted":
             out.setdefault(int(row["iteration"]), []).append(
                 PromptRecord(prompt_id=row["prompt_id"], messages=({"role": "user", "content": row["prompt"]},)))
     return out
 
 
-def drop_cut_line(path: Path) -> None:
-    """Remove a last line left without its newline by a killed process, so appends start clean."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
 class PromptCreator:
-    def __init__(self, ctl: "Controller", seed_texts: Sequence[str]) -> None:
-        c = ctl.cfg.create
-        self.ctl, self.cfg = ctl, c
+    def __init__(self, ctx: RunContext, pools: PoolManager, seed_texts: Sequence[str]) -> None:
+        c = ctx.cfg.create
+        self.ctx, self.pm, self.cfg = ctx, pools, c
         self.seed_pool = list(seed_texts)
         self.filter = PromptFilter(list(seed_texts), c.min_words, c.max_words, c.max_similarity)
         self.created: list[str] = []
-        self.rng = random.Random(ctl.cfg.run.seed)
-        if ctl.resume:
-            drop_cut_line(ctl.run_dir / CREATED_FILE)
-        self.earlier = logged_prompts(ctl.run_dir / CREATED_FILE) if ctl.resume else {}
+        self.rng = random.Random(ctx.cfg.run.seed)
+        self.earlier = logged_prompts(ctx.run_dir / CREATED_FILE) if ctx.resume else {}
         for records in self.earlier.values():
             for r in records:
                 self.created.append(r.messages[-1]["content"])
                 self.filter.remember(self.created[-1])
-        self._log = (ctl.run_dir / CREATED_FILE).open("a")
+        self._log = AppendLog(ctx.run_dir / CREATED_FILE, durable=False)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -82,9 +59,9 @@ class PromptCreator:
         iteration counts first; then at most ``max_attempts_factor`` samples per prompt still needed."""
         accepted: list[PromptRecord] = self.earlier.pop(iteration, [])[:wanted]
         if accepted:
-            self.ctl.log(f"iteration {iteration + 1}: {len(accepted)} prompt(s) created before the resume reused")
+            self.ctx.log(f"iteration {iteration + 1}: {len(accepted)} prompt(s) created before the resume reused")
         attempts, budget = 0, (wanted - len(accepted)) * self.cfg.max_attempts_factor  # per prompt still needed
-        while len(accepted) < wanted and attempts < budget and not self.ctl.stop_event.is_set():
+        while len(accepted) < wanted and attempts < budget and not self.ctx.stop_event.is_set():
             n = min(budget - attempts, max(4, 2 * (wanted - len(accepted))))
             requests = [pick_examples(self.seed_pool, self.created, self.cfg.shots, self.rng) for _ in range(n)]
             for examples, (reply, finish) in zip(requests, self._sample(requests, iteration, attempts)):
@@ -92,16 +69,15 @@ class PromptCreator:
                 record = self._judge(iteration, examples, reply, finish)
                 if record is not None and len(accepted) < wanted:
                     accepted.append(record)
-        self._log.flush()
-        self.ctl.log(f"iteration {iteration + 1}: created {len(accepted)}/{wanted} prompts from {attempts} "
+        self.ctx.log(f"iteration {iteration + 1}: created {len(accepted)}/{wanted} prompts from {attempts} "
                      f"samples; filter counts {self.counts}")
         return accepted
 
     def _sample(self, requests: list[list[str]], iteration: int, offset: int) -> list[tuple[str, str]]:
         """Spread the requests over the active generators, in order."""
-        members = self.ctl.gens.active()
+        members = self.pm.gens.active()
         chunks = [requests[i::len(members)] for i in range(len(members))]
-        seed = self.ctl.cfg.run.seed + 100_003 * (iteration + 1) + offset  # new samples every round
+        seed = self.ctx.cfg.run.seed + 100_003 * (iteration + 1) + offset  # new samples every round
         calls = list(enumerate(zip(members, chunks)))
         try:
             outs = ray.get([m.actor.create_prompts.remote(chunk, seed + i) for i, (m, chunk) in calls])
@@ -115,7 +91,7 @@ class PromptCreator:
 
     def _judge(self, iteration: int, examples: list[str], reply: str, finish: str) -> PromptRecord | None:
         text, reason = self.filter.check(reply, finish, examples)
-        row: dict[str, Any] = {"iteration": iteration, "policy_version": self.ctl.iteration_version(),
+        row: dict[str, Any] = {"iteration": iteration, "policy_version": self.pm.iteration_version(),
                                "reason": reason, "reply": reply, "examples": examples, "time": time.time()}
         record = None
         if text is not None:
@@ -123,7 +99,7 @@ class PromptCreator:
             pid = f"created-{iteration}-{len(self.created) - 1}"
             record = PromptRecord(prompt_id=pid, messages=({"role": "user", "content": text},))
             row.update(prompt_id=pid, prompt=text)
-        self._log.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._log.write(row)
         return record
 
     def close(self) -> None:

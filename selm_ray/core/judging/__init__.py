@@ -1,6 +1,6 @@
 """LLM-as-a-Judge scoring, pure Python: rubric prompt, score parsing, aggregation."""
-from selm_ray.judging.rubric import SCORE_PREFIX, build_judge_messages, expected_score_prompt
-from selm_ray.judging.scoring import (
+from selm_ray.core.judging.rubric import SCORE_PREFIX, build_judge_messages, expected_score_prompt
+from selm_ray.core.judging.scoring import (
     aggregate_samples,
     expected_score,
     parse_score,

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from selm_ray.config import Config
+from selm_ray.core.config import Config, config_from_dict
 
 
 def _init_ray(cfg: Config, namespace: str) -> None:
@@ -37,8 +37,8 @@ def run_sft(cfg: Config, run_dir: Path) -> Path:
     Needs Ray up (a TorchTrainer runs it)."""
     from selm_ray.learner import checkpoint
     from selm_ray.learner.trainer import build_sft_trainer
-    from selm_ray.models import resolve_model
-    from selm_ray.sft import load_sft
+    from selm_ray.engines.models import resolve_model
+    from selm_ray.core.sft_data import load_sft
 
     s = cfg.sft
     examples = (load_sft(s.ift_data, "ift") if s.ift_data else []) + (load_sft(s.eft_data, "eft") if s.eft_data else [])
@@ -71,9 +71,10 @@ def sft_only(cfg: Config, run_dir: Path | None = None) -> Path:
 
 
 def with_model(cfg: Config, path: Path) -> Config:
-    import dataclasses
-
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(path)))
+    """The same config starting from ``path`` (validated again, like any config)."""
+    data = cfg.to_dict()
+    data["model"]["path"] = str(path)
+    return config_from_dict(data)
 
 
 def new_run_id(name: str) -> str:
@@ -87,7 +88,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     `selm-ray stats/scale --run` take); default: name-time-random."""
     import ray
 
-    from selm_ray.controller import Controller
+    from selm_ray.run.controller import Controller
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
 

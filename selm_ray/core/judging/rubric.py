@@ -1,13 +1,13 @@
 """The additive 5-point judging rubric of Self-Rewarding LMs (Yuan et al., 2024), in our words.
 
 One point per criterion met, so the score is 0..5. The judge writes a short justification and
-ends with a line ``Score: <0-5>``; :func:`selm_ray.judging.parse_score` reads that line.
+ends with a line ``Score: <0-5>``; :func:`selm_ray.core.judging.parse_score` reads that line.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from selm_ray.records import Message
+from selm_ray.core.records import Message
 
 SCORE_PREFIX = "Score: "
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from selm_ray.policies import least_loaded
+from selm_ray.core.policies import least_loaded
 
 
 @dataclass(eq=False)

@@ -20,9 +20,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable
 
-from selm_ray.records import PreferencePair
+from selm_ray.core.jsonl import AppendLog, read_log
+from selm_ray.core.records import PreferencePair
 
 PAIRS_FILE = "pairs.jsonl"
 CONSUMED_FILE = "consumed.jsonl"
@@ -47,35 +48,6 @@ class BufferStats:
     time: float = 0.0
 
 
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a JSONL log; a torn last line (crash mid-write) is ignored."""
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-
-
-class _Log:
-    """Append-only JSONL file; each append is flushed and fsynced before it returns."""
-
-    def __init__(self, path: Path) -> None:
-        self.fh: IO[str] = path.open("a", encoding="utf-8")
-
-    def append(self, rows: Iterable[dict]) -> None:
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        if data:
-            self.fh.write(data)
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 class ReplayBuffer:
     def __init__(self, directory: str | Path | None, capacity: int = 4096, max_policy_lag: int = 2,
                  eviction: str = "fifo", replay: bool = False) -> None:
@@ -94,14 +66,14 @@ class ReplayBuffer:
             d = Path(directory)
             d.mkdir(parents=True, exist_ok=True)
             self._reload(d)
-            self._pairs_log, self._consumed_log = _Log(d / PAIRS_FILE), _Log(d / CONSUMED_FILE)
+            self._pairs_log, self._consumed_log = AppendLog(d / PAIRS_FILE), AppendLog(d / CONSUMED_FILE)
 
     # -- durability -----------------------------------------------------------------------------
     def _reload(self, d: Path) -> None:
-        consumed = list(_read_jsonl(d / CONSUMED_FILE))
+        consumed = read_log(d / CONSUMED_FILE).rows
         self._consumed_rows = len(consumed)
         gone = {row["pair_id"] for row in consumed if not row.get("replay")}
-        for row in _read_jsonl(d / PAIRS_FILE):
+        for row in read_log(d / PAIRS_FILE).rows:
             pair = PreferencePair.from_row(row)
             self._seen.add(pair.pair_id)
             if pair.pair_id not in gone:
@@ -216,7 +188,7 @@ def rewind(directory: str | Path, cursor: int) -> int:
     """Truncate a buffer's consumed log to its first ``cursor`` rows (resume from a checkpoint):
     pairs served after the checkpoint wait again, since the training on them was lost."""
     path = Path(directory) / CONSUMED_FILE
-    rows = list(_read_jsonl(path))
+    rows = read_log(path).rows
     if len(rows) <= cursor:
         return 0
     tmp = path.with_suffix(".rewind")

@@ -91,7 +91,7 @@ def via_job(address: str, argv: list[str], timeout: float = 300) -> str:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(address)
-    entry = shlex.join(["python", "-m", "selm_ray.cli", *argv, "--address", "auto"])
+    entry = shlex.join(["python", "-m", "selm_ray.ops.cli", *argv, "--address", "auto"])
     job = client.submit_job(entrypoint=entry, entrypoint_num_cpus=0)
     deadline = time.time() + timeout
     while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from selm_ray.records import Candidate, Judgement, PreferencePair, Rollout
+from selm_ray.core.records import Candidate, Judgement, PreferencePair, Rollout
 
 # Reasons a prompt yields no pair; the buffer and stats count them by these names.
 NO_PAIR_TOO_FEW_SCORED = "too_few_scored"

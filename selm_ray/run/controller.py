@@ -1,0 +1,256 @@
+"""The online loop: prompts -> generator pool -> judge pool -> pairs -> buffer, learner alongside.
+
+The controller owns WHEN things happen (dispatch, back-pressure, iteration boundaries, shutdown);
+the actors own HOW. Its parts each take a narrow view of the run: ``RunContext`` (config,
+counters, logs, run-wide actors) and ``PoolManager`` (engines, weight pushes); the operator
+(scaling, live stats), the evaluator, the prompt creator, resume and the summary live beside it.
+
+Work is dispatched to the actor with the fewest calls in flight (at most ``MAX_INFLIGHT`` each, so
+an engine always has its next batch queued). A call that fails because its actor died is re-sent,
+after the restarted actor got the current weights; pairs are only acknowledged once the buffer
+has written them to disk.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from selm_ray.actors import launch
+from selm_ray.core.config import Config
+from selm_ray.core.data import PromptRecord, iteration_slices, load_prompts, shuffled
+from selm_ray.core.pairs import build_pair
+from selm_ray.engines.models import resolve_model
+from selm_ray.learner.trainer import build_trainer
+from selm_ray.run.context import RunContext
+from selm_ray.run.evaluation import Evaluator
+from selm_ray.run.learning import LearnerDriver
+from selm_ray.run.operate import Operator
+from selm_ray.run.pool import Pool
+from selm_ray.run.pools import RESTARTED, PoolManager
+from selm_ray.run.progress import Progress
+from selm_ray.run.resume import already_judged, prepare_resume
+from selm_ray.run.summary import build_summary
+
+MAX_INFLIGHT = 2
+
+
+class Controller:
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str, resume: bool = False) -> None:
+        self.ctx = RunContext(cfg, run_dir, run_id, resume)
+        self.cfg = cfg
+        self.creator: Any = None  # PromptCreator when create.enabled
+        self._held: list | None = None  # sequential mode: rollouts waiting for generation to end
+
+    # the parts tests and hooks reach for
+    @property
+    def counters(self) -> Any:
+        return self.ctx.counters
+
+    @property
+    def buffer(self) -> Any:
+        return self.ctx.buffer
+
+    @property
+    def gens(self) -> Pool:
+        return self.pm.gens
+
+    @property
+    def judges(self) -> Pool:
+        return self.pm.judges
+
+    def log(self, msg: str) -> None:
+        self.ctx.log(msg)
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        ctx, cfg = self.ctx, self.cfg
+        ctx.open()
+        self.progress = Progress(ctx)
+        base_path = model_path = resolve_model(cfg.model.path)
+        resume_from = prepare_resume(ctx) if ctx.resume else None
+        model_path = resume_from or model_path
+        judge_path = model_path if cfg.judge.follow_policy else base_path
+        rm_path = resolve_model(cfg.judge.reward_model) if cfg.judge.kind == "reward_model" else None
+        ctx.channel = launch.launch_channel(ctx.run_id, ctx.start_version)
+        ctx.buffer = launch.launch_buffer(cfg, ctx.run_id, str(ctx.run_dir / "buffer"))
+        self.pm = PoolManager(ctx, model_path, judge_path, rm_path)
+        self.evaluator = Evaluator(ctx, self.pm)  # fails here if the judge's labelled set is unusable
+        self.ops = Operator(ctx, self.pm)
+        self.pm.start()
+        c = cfg.cluster
+        judges = "judging in the generators" if cfg.judge.colocate else f"{c.num_judges} judge(s)"
+        self.log(f"started {c.num_generators} generator(s), {judges}; model {model_path}; "
+                 f"engine output in {self.pm.log_dir}/")
+        self.learner = LearnerDriver(ctx, build_trainer(cfg, model_path, ctx.buffer, ctx.channel, ctx.run_dir,
+                                                        resume_from))
+        self.learner.start()
+        self.pm.admit(block=True)
+        self.ops.state = "running"
+        self.log("engines ready")
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        ctx, cfg, s = self.ctx, self.cfg, self.cfg.schedule
+        records, report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
+                                       cfg.data.extra_candidates, cfg.data.max_prompts)
+        n_create = round(s.prompts_per_iteration * cfg.create.mix_ratio) if cfg.create.enabled else 0
+        slices = iteration_slices(shuffled(records, cfg.data.shuffle_seed), s.iterations,
+                                  s.prompts_per_iteration - n_create)
+        if n_create:
+            from selm_ray.run.creator import PromptCreator
+
+            self.creator = PromptCreator(ctx, self.pm, [r.messages[-1]["content"] for r in records])
+            self.ops.creation_counts = lambda: self.creator.counts
+        self.log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
+                 f"{s.iterations} x {s.prompts_per_iteration} prompts")
+        self.evaluator.start()
+        ctx.loop_t0 = time.time()
+        done = already_judged(ctx) if ctx.resume else set()
+        slices = [[r for r in chunk if r.prompt_id not in done] for chunk in slices]
+        if s.mode != "async":
+            self._iterations(slices, n_create, done)
+        else:
+            self._stream([r for chunk in slices for r in chunk], iteration=0)
+            self.evaluator.judge_agreement(0)
+        return self._finish()
+
+    def _iterations(self, slices: list[list[PromptRecord]], n_create: int, done: set[str]) -> None:
+        s = self.cfg.schedule
+        for t, chunk in enumerate(slices):
+            if t < self.ctx.start_iteration:
+                continue
+            self.ctx.iteration = t
+            if n_create:  # self-instruct with the current policy, then answer those too
+                # (on resume, created prompts that already have a pair are not answered again)
+                chunk = chunk + [r for r in self.creator.create(t, n_create) if r.prompt_id not in done]
+            if not chunk:  # e.g. create.mix_ratio 1.0 and every created prompt filtered out
+                self.log(f"WARNING iteration {t + 1}/{s.iterations}: no prompt left to answer; it trains "
+                         "only on pairs already in the buffer (none unless resumed)")
+            self.log(f"iteration {t + 1}/{s.iterations}: generating with policy v{t}")
+            self._stream(chunk, iteration=t)
+            if self.ctx.stop_event.is_set():
+                break
+            self.evaluator.judge_agreement(t)  # the judge of this iteration, before weights move on
+            self.ctx.channel.end_generation.remote(t)
+            self._wait_for_version(t + 1)
+            self.pm.push_weights()
+            self.evaluator.policy_vs_start(t)
+
+    def _finish(self) -> dict[str, Any]:
+        ray.get(self.ctx.channel.request_stop.remote())
+        self.ops.state = "finishing"
+        self._wait_learner()
+        summary = build_summary(self.ctx, self.pm, self.evaluator, self.learner.learn_seconds,
+                                self.creator.counts if self.creator else None)
+        self.ops.close()
+        self.progress.close()
+        if self.creator:
+            self.creator.close()
+        return summary
+
+    def _batches(self, records: list[PromptRecord]) -> deque:
+        n = max(1, self.cfg.learner.batch_size)
+        return deque(records[i:i + n] for i in range(0, len(records), n))
+
+    def _stream(self, records: list[PromptRecord], iteration: int) -> None:
+        """Generate and judge ``records``; sequential mode judges only after all generation."""
+        sequential = self.cfg.schedule.mode == "sequential"
+        self._held = [] if sequential else None
+        self._pump(self._batches(records), {}, iteration)
+        if sequential:
+            held, self._held, inflight = self._held, None, {}
+            for rollouts in held:
+                self._submit(self.pm.judges, "judge", rollouts, inflight)
+            self._pump(deque(), inflight, iteration)
+
+    def _tick(self, iteration: int) -> None:
+        """What every wait loop does: surface learner failures and metrics, operate the pools,
+        update the progress display."""
+        self.learner.check()
+        self.ops.tick()
+        self.progress.update(iteration)
+
+    def _pump(self, todo: deque, inflight: dict, iteration: int) -> None:
+        while (todo or inflight) and not self.ctx.stop_event.is_set():
+            self.learner.check()
+            self.ops.tick()
+            while todo and self.pm.gens.min_inflight() < MAX_INFLIGHT:
+                self._submit(self.pm.gens, "generate", todo.popleft(), inflight)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                self._collect(ref, inflight.pop(ref), inflight)
+            if self.cfg.schedule.mode == "async":
+                self.pm.push_weights()
+            self.progress.update(iteration)
+
+    def _submit(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
+        member = pool.pick()
+        member.start_call()
+        ref = getattr(member.actor, method).remote(payload)
+        inflight[ref] = (pool, member, method, payload)
+
+    def _collect(self, ref: Any, entry: tuple, inflight: dict) -> None:
+        pool, member, method, payload = entry
+        member.end_call()
+        try:
+            result = ray.get(ref)
+        except RESTARTED as e:
+            self.ctx.counters.retries += 1
+            self.log(f"{member.name} failed ({type(e).__name__}); re-sending its work")
+            # the restarted actor loads the newest weights itself (catch_up) before taking work
+            self._submit(pool, method, payload, inflight)
+            return
+        if method == "generate":
+            member.tokens += sum(c.num_tokens for r in result for c in r.candidates)
+        else:
+            member.candidates += sum(len(j.scores) for j in result)
+        if method == "generate" and self._held is not None:
+            self._held.append(result)
+        elif method == "generate":
+            self._submit(self.pm.judges, "judge", result, inflight)
+        else:
+            self._add_pairs(payload, result)
+
+    def _add_pairs(self, rollouts: list, judgements: list) -> None:
+        c, pairs = self.ctx.counters, []
+        for r, j in zip(rollouts, judgements):
+            c.candidates += len(j.scores)
+            c.judge_failures += j.num_failed
+            outcome = build_pair(r, j, self.cfg.judge.min_margin)
+            if outcome.pair is None:
+                c.no_pair[outcome.reason] = c.no_pair.get(outcome.reason, 0) + 1
+            else:
+                pairs.append(outcome.pair)
+                c.chosen_scores.append(outcome.pair.chosen_score)
+                c.rejected_scores.append(outcome.pair.rejected_score)
+        self.ops.live.add_pairs(pairs)
+        # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
+        c.pairs += launch.call_with_retry(self.ctx.buffer.add, pairs)
+        c.prompts_done += len(rollouts)
+
+    def _wait_for_version(self, version: int) -> None:
+        while not self.ctx.stop_event.is_set():
+            self._tick(version - 1)
+            if ray.get(self.ctx.channel.state.remote())["version"] >= version:
+                return
+            time.sleep(0.2)
+
+    def _wait_learner(self) -> None:
+        while self.learner.alive:
+            self._tick(self.cfg.schedule.iterations - 1)
+            self.learner.join(timeout=0.5)
+        self.learner.close()
+
+    # -- shutdown ---------------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self.log("stop requested: finishing in-flight work, draining the buffer, checkpointing")
+        self.ctx.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)

@@ -1,0 +1,79 @@
+"""Per-iteration measurements through the run's own pools: the judge's agreement with labelled
+pairs (judge.eval_data) and the served policy against the starting one (eval.prompts)."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from selm_ray.actors import launch
+from selm_ray.core.data import load_prompts
+from selm_ray.core.evaluation import agreement, as_rollouts, load_labelled, win_tie_loss
+from selm_ray.core.records import Rollout
+from selm_ray.run.context import RunContext
+from selm_ray.run.pools import PoolManager
+
+
+def _mean(xs: list[float]) -> float:
+    return round(sum(xs) / len(xs), 2)
+
+
+class Evaluator:
+    def __init__(self, ctx: RunContext, pools: PoolManager) -> None:
+        self.ctx, self.pm = ctx, pools
+        self.judge_evals: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+        self._labelled = self._load_labelled()
+        self._records: list | None = None
+        self._baseline: list = []
+
+    def _load_labelled(self) -> list | None:
+        """Fail before any actor starts if the judge or its labelled set is unusable."""
+        j = self.ctx.cfg.judge
+        if j.kind == "function":
+            from selm_ray.core.judging.functions import load_function
+
+            load_function(j.function or "")
+        if not j.eval_data:
+            return None
+        return as_rollouts(load_labelled(j.eval_data, "train", j.eval_max_pairs))
+
+    def judge_agreement(self, iteration: int) -> None:
+        """Score the judge pool on the labelled pairs; logged per iteration."""
+        if not self._labelled:
+            return
+        ctx = self.ctx
+        judgements = launch.call_with_retry(self.pm.judges.pick().actor.judge, self._labelled)
+        row = {"event": "judge_eval", "iteration": iteration, "data": ctx.cfg.judge.eval_data,
+               **agreement(judgements), "time": time.time()}
+        ctx.write_metrics(row)
+        self.judge_evals.append(row)
+        ctx.log(f"judge agreement with {row['pairs']} labelled pairs: accuracy {row['accuracy']} "
+                f"tie {row['tie_rate']} failure {row['failure_rate']}")
+
+    def start(self) -> None:
+        """Greedy answers of the starting policy (M0, or M1 after SFT) to the eval prompts: the
+        baseline every later policy is compared with."""
+        e = self.ctx.cfg.eval
+        if not e.prompts or self.ctx.cfg.schedule.mode == "async":
+            return
+        self._records, _ = load_prompts(e.prompts, "train", "error", "ignore", e.max_prompts)
+        self._baseline = launch.call_with_retry(self.pm.gens.pick().actor.answer, self._records)
+
+    def policy_vs_start(self, iteration: int) -> None:
+        """The policy the engines now serve vs the baseline, judged by the judge pool."""
+        if not self._records:
+            return
+        member = self.pm.gens.pick()
+        answers = launch.call_with_retry(member.actor.answer, self._records)
+        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b))
+                    for r, a, b in zip(self._records, answers, self._baseline)]
+        judgements = launch.call_with_retry(self.pm.judges.pick().actor.judge, rollouts)
+        row = {"event": "eval", "iteration": iteration, "policy_version": member.version,
+               **win_tie_loss([(j.scores[0], j.scores[1]) for j in judgements]),
+               "mean_tokens_policy": _mean([a.num_tokens for a in answers]),
+               "mean_tokens_baseline": _mean([b.num_tokens for b in self._baseline]), "time": time.time()}
+        self.ctx.write_metrics(row)
+        self.evals.append(row)
+        self.ctx.log(f"eval v{member.version} vs start: win rate {row['win_rate']} {row['win_rate_ci95']} "
+                     f"(W/T/L {row['wins']}/{row['ties']}/{row['losses']}), tokens {row['mean_tokens_policy']} "
+                     f"vs {row['mean_tokens_baseline']}")

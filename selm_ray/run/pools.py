@@ -1,0 +1,164 @@
+"""The generator and judge pools over their whole life: launching members, admitting them once
+their engine is up, draining and retiring them, resizing, and pushing new weights to every engine.
+
+New weights travel learner rank 0 -> object store -> each engine (no path shared between nodes).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+
+from selm_ray.actors import launch
+from selm_ray.run.context import RunContext
+from selm_ray.run.pool import Member, Pool
+
+# errors after which an engine is known to have restarted and caught up by itself (see catch_up)
+RESTARTED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class PoolManager:
+    def __init__(self, ctx: RunContext, model_path: str, judge_path: str, rm_path: str | None) -> None:
+        c = ctx.cfg.cluster
+        self.ctx, self.model_path, self.judge_path, self.rm_path = ctx, model_path, judge_path, rm_path
+        self.gens = Pool("generator", target=c.num_generators)
+        # judge.colocate: the generators judge too: one pool, shared in-flight counts
+        self.judges = self.gens if ctx.cfg.judge.colocate else Pool("judge", target=c.num_judges)
+        self.log_dir = str(ctx.run_dir / "logs")  # each engine's own output: logs/<actor>.log
+        self.events: list[dict[str, Any]] = []
+        self._pending_syncs: list[Any] = []
+
+    def pools(self) -> list[Pool]:
+        return list({id(p): p for p in (self.gens, self.judges)}.values())
+
+    # -- members joining and leaving --------------------------------------------------------------
+    def start(self) -> None:
+        c = self.ctx.cfg.cluster
+        self.launch(self.gens, c.num_generators)
+        if self.judges is not self.gens:
+            self.launch(self.judges, c.num_judges)
+
+    def _launch_member(self, kind: str, index: int) -> tuple[Any, str]:
+        """Start one generator or judge actor (it loads the newest published weights itself)."""
+        ctx = self.ctx
+        v, name = ctx.start_version, f"{ctx.run_id}-{kind}-{index}"
+        if kind == "generator":
+            return launch.launch_generator(ctx.cfg, ctx.run_id, index, self.model_path, ctx.channel, v,
+                                          self.log_dir), name
+        return launch.launch_judge(ctx.cfg, ctx.run_id, index, self.judge_path, self.rm_path, ctx.channel, v,
+                                  self.log_dir), name
+
+    def launch(self, pool: Pool, n: int) -> None:
+        for _ in range(n):
+            actor, name = self._launch_member(pool.kind, pool.next_index)
+            pool.next_index += 1
+            pool.starting[actor.ready.remote()] = Member(actor, name, self.ctx.start_version)
+
+    def admit(self, block: bool = False) -> int:
+        """Members whose engine is up start taking work (and get the newest weights first)."""
+        admitted = 0
+        for pool in self.pools():
+            if not pool.starting:
+                continue
+            refs = list(pool.starting)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if block else 0)
+            for ref in ready:
+                m = pool.starting.pop(ref)
+                m.version, m.joined = ray.get(ref), time.time()
+                pool.members.append(m)
+                admitted += 1
+                if not block:
+                    self.ctx.log(f"{m.name} joined the {pool.kind} pool at policy v{m.version}")
+        if admitted and not block:
+            self.push_weights()  # anything published while it started; iterative waits for it
+        return admitted
+
+    def retire_drained(self) -> None:
+        for pool in self.pools():
+            for m in [m for m in pool.members if m.draining and m.inflight == 0]:
+                pool.members.remove(m)
+                launch.stop_actor(m.actor)
+                self.ctx.log(f"{m.name} drained and left the {pool.kind} pool")
+
+    def resize(self, kind: str, n: int, reason: str) -> None:
+        pool = self.gens if kind == "generator" else self.judges
+        if kind == "judge" and self.judges is self.gens:
+            self.ctx.log(f"ignored: {n} judge(s) asked for, but judging runs inside the generators "
+                         "(judge.colocate); scale the generators instead")
+            return
+        current = pool.size() + len(pool.starting)
+        pool.target = n
+        if n == current:
+            return
+        if n > current:
+            self.launch(pool, n - current)
+        else:
+            self._shrink(pool, current - n)
+        event = {"event": "pool_resize", "pool": kind, "from": current, "to": n, "reason": reason,
+                 "time": time.time()}
+        self.events.append(event)
+        self.ctx.write_metrics(event)
+        self.ctx.log(f"{kind} pool {current} -> {n} ({reason})")
+
+    @staticmethod
+    def _shrink(pool: Pool, k: int) -> None:
+        for ref in list(pool.starting)[::-1][:k]:  # not serving yet: nothing to hand back
+            launch.stop_actor(pool.starting.pop(ref).actor)
+            k -= 1
+        for m in pool.active()[::-1][:k]:  # newest first; they finish their calls, then leave
+            m.draining = True
+
+    # -- weights ----------------------------------------------------------------------------------
+    def iteration_version(self) -> int:
+        return min((m.version for m in self.gens.active()), default=self.ctx.start_version)
+
+    def push_weights(self) -> None:
+        """Send the newest published version to every engine that lacks it (object store, no disk)."""
+        version, box = ray.get(self.ctx.channel.latest_weights.remote())
+        if box is None:
+            return
+        sent = []
+        for pool in self.pools():
+            for m in pool.members:
+                if m.version < version:
+                    sent.append((m.actor, m.actor.update_weights.remote(version, box[0])))
+                    m.version = version
+        synced = self.ctx.counters.weight_sync_seconds
+        if sent and self.ctx.cfg.schedule.mode != "async":
+            # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
+            synced += [self._await_update(a, r, version, box[0]) for a, r in sent]
+            self.ctx.log(f"weights v{version} loaded by {len(sent)} engine(s)")
+        else:
+            self._pending_syncs += [r for _, r in sent]  # async: timed when done, never waited on
+        done, self._pending_syncs = ray.wait(self._pending_syncs, num_returns=len(self._pending_syncs),
+                                             timeout=0) if self._pending_syncs else ([], [])
+        self._record_syncs(done)
+
+    def finish_syncs(self) -> None:
+        """Time the weight loads still pending at the end of the run."""
+        self._record_syncs(self._pending_syncs)
+        self._pending_syncs = []
+
+    def _record_syncs(self, refs: list[Any]) -> None:
+        for ref in refs:
+            try:
+                self.ctx.counters.weight_sync_seconds.append(ray.get(ref))
+            except RESTARTED:
+                pass  # that engine restarted and caught up by itself (see catch_up)
+            except ray.exceptions.ObjectLostError:
+                pass  # async end: the learner left with a newer version pending; the engine keeps its own
+
+    @staticmethod
+    def _await_update(actor: Any, ref: Any, version: int, weights: Any) -> float:
+        try:
+            return ray.get(ref)
+        except RESTARTED:
+            # the actor died meanwhile; once restarted it must still end up on this version
+            return launch.call_with_retry(actor.update_weights, version, weights)
+
+    def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The generators' and the separate judges' own stats (no judges when colocated)."""
+        gen = ray.get([m.actor.stats.remote() for m in self.gens.members])
+        judges = [] if self.judges is self.gens else ray.get([m.actor.stats.remote() for m in self.judges.members])
+        return gen, judges
