@@ -255,6 +255,8 @@ class LearnerConfig(_Section):
     max_length: int = Field(1024, description="Token length limit of the learner's sequences.")
     checkpoint_every: int = Field(0, description=(
         "async: learner steps between checkpoints (iterative: each iteration)."))
+    keep_checkpoints: int = Field(0, description=(
+        "How many complete checkpoints to keep (the newest ones); 0 keeps all."))
     ref_logps_from_engine: bool = Field(True, description=(
         "Take log pi_ref(y|x) from the engine that sampled y when that engine served the reference "
         "policy (the iterative schedule): no reference forward pass on the learner for those batches."))
@@ -269,6 +271,7 @@ class LearnerConfig(_Section):
 
     def _check_values(self) -> None:
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", f"must be >= 0, got {self.keep_checkpoints}")
         _check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         _check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _check(not (self.loss == "selm" and self.alpha == 0), "alpha",

@@ -6,6 +6,8 @@ rows of the buffer's consumed log existed at that moment), which is what an exac
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,23 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step:06d}"
 
 
-def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int, lora: bool) -> Path:
+def write_atomic(path: Path, text: str) -> None:
+    """Write, fsync, rename: a reader sees the old file or the whole new one, never half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a power cut
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int, lora: bool,
+         keep: int = 0) -> Path:
     """Collective (every rank calls it): full weights are gathered, optimizer shards saved."""
     out = checkpoint_dir(run_dir, state["step"])
     sd = engine.full_state_dict()
@@ -33,14 +51,35 @@ def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int,
         out.mkdir(parents=True, exist_ok=True)
         base.save_pretrained(out, state_dict=sd, safe_serialization=True)
         tok.save_pretrained(out)
-        # written last: a folder without it is an interrupted checkpoint and is never resumed
-        (out / STATE_FILE).write_text(json.dumps(state))
+        # committed last, atomically: a folder without it is an interrupted checkpoint, never resumed
+        write_atomic(out / STATE_FILE, json.dumps(state))
+        prune(run_dir, keep)
     return out
+
+
+def _complete(run_dir: Path) -> list[Path]:
+    """Checkpoints whose state file reads back (oldest first); a damaged one does not count."""
+    out = []
+    for state in sorted((run_dir / "checkpoints").glob(f"step-*/{STATE_FILE}")):
+        try:
+            if isinstance(json.loads(state.read_text()), dict):
+                out.append(state.parent)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def prune(run_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` complete checkpoints (0: keep all); returns the removed."""
+    old = _complete(run_dir)[:-keep] if keep > 0 else []
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return old
 
 
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run, or None."""
-    done = sorted(p.parent for p in (run_dir / "checkpoints").glob(f"step-*/{STATE_FILE}"))
+    done = _complete(run_dir)
     return done[-1] if done else None
 
 

@@ -122,7 +122,8 @@ def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, ru
 
     cursor = call_with_retry(buffer.cursor) if rank == 0 else 0
     state = {**st.__dict__, "buffer_cursor": cursor}
-    return str(checkpoint.save(engine, tok, state, run_dir, rank, cfg.learner.lora_rank > 0))
+    return str(checkpoint.save(engine, tok, state, run_dir, rank, cfg.learner.lora_rank > 0,
+                               cfg.learner.keep_checkpoints))
 
 
 def _phase_steps(cfg: Config, world: int) -> int:

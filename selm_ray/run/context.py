@@ -6,14 +6,14 @@ this context (and the pool manager where they need engines) instead of the whole
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from selm_ray.core.config import Config, dump_config
+from selm_ray.core.jsonl import AppendLog
 
 
 @dataclass
@@ -40,14 +40,14 @@ class RunContext:
         self.last_metrics: dict[str, Any] = {}  # the learner's newest step row
         self.buffer: Any = None  # BufferActor handle
         self.channel: Any = None  # LearnerChannel handle
-        self._metrics: IO[str] | None = None
+        self._metrics: AppendLog | None = None
         self.console: Any = None  # a live progress display, when the terminal has one
 
     def open(self) -> None:
         """The run folder, its resolved config and its metrics log."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-        self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+        self._metrics = AppendLog(self.run_dir / "metrics.jsonl", durable=False)  # a resume appends
 
     def log(self, msg: str) -> None:
         line = f"[{time.time() - self.t0:7.1f}s] {msg}"
@@ -56,12 +56,6 @@ class RunContext:
         else:
             print(line, flush=True)
 
-    def write_metrics(self, row: dict[str, Any], flush: bool = True) -> None:
+    def write_metrics(self, *rows: dict[str, Any]) -> None:
         assert self._metrics is not None, "RunContext.open() first"
-        self._metrics.write(json.dumps(row) + "\n")
-        if flush:
-            self._metrics.flush()
-
-    def flush_metrics(self) -> None:
-        if self._metrics is not None:
-            self._metrics.flush()
+        self._metrics.append(rows)

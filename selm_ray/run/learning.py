@@ -33,14 +33,14 @@ class LearnerDriver:
         """Raise the learner's failure, if any; log the step metrics it sent since the last call."""
         if self._error:
             raise RuntimeError(f"learner failed: {self._error[0]}") from self._error[0]
-        for m in ray.get(self.ctx.channel.drain_metrics.remote()):
-            self.ctx.write_metrics(m, flush=False)
+        rows = ray.get(self.ctx.channel.drain_metrics.remote())
+        self.ctx.write_metrics(*rows)
+        for m in rows:
             self.learn_seconds += m.get("step_seconds", 0.0)
             for k, v in m.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time") and "step" in m:
                     self._tb.add_scalar(f"learner/{k}", v, m["step"])
             self.ctx.last_metrics = m
-        self.ctx.flush_metrics()
 
     @property
     def alive(self) -> bool:

@@ -5,7 +5,6 @@ and the live snapshot behind `selm-ray stats` (also logged to stats.jsonl for `s
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
@@ -13,6 +12,7 @@ import ray
 
 from selm_ray.actors import launch
 from selm_ray.core.autoscale import AutoscalePolicy, Observation
+from selm_ray.core.jsonl import AppendLog
 from selm_ray.core.livestats import LiveStats
 from selm_ray.run.context import RunContext
 from selm_ray.run.pools import PoolManager
@@ -28,7 +28,7 @@ class Operator:
         self.state = "starting"
         self.creation_counts: Callable[[], dict[str, int] | None] = lambda: None
         self._last_snapshot = self._last_log = 0.0
-        self._stats_log = (ctx.run_dir / "stats.jsonl").open("a")
+        self._stats_log = AppendLog(ctx.run_dir / "stats.jsonl", durable=False)
         a = ctx.cfg.autoscale
         self.autoscale = AutoscalePolicy(a.min_generators, a.max_generators, a.min_judges, a.max_judges,
                                          a.interval_seconds, a.grow_wait_fraction, a.shrink_fill_fraction,
@@ -54,8 +54,7 @@ class Operator:
         self.control.publish.remote(snap)
         if force or now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
-            self._stats_log.write(json.dumps(snap) + "\n")
-            self._stats_log.flush()
+            self._stats_log.write(snap)
         return snap
 
     def _autoscale(self, snap: dict[str, Any], now: float) -> None:

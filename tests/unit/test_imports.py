@@ -51,3 +51,39 @@ def test_folders_import_only_the_folders_below_them():
     assert not bad, "\n".join(bad)
     top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
     assert top == [], f"modules outside the role folders: {top}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (``from a import b`` counts b when b is a module)."""
+    files = {".".join(("selm_ray",) + p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        edges = graph.setdefault(mod, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name in files)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "") in files:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(files)
+                edges.update(subs or {node.module})
+        edges.discard(mod)
+    return graph
+
+
+def test_no_import_cycle_of_any_kind():
+    graph, state, cycles = _module_graph(), {}, []
+
+    def visit(mod, stack):
+        state[mod] = "open"
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[mod] = "done"
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
+    assert "selm_ray.run.controller" in graph and graph["selm_ray.run.controller"]
+    assert not cycles, "\n".join(cycles)
