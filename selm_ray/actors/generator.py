@@ -41,7 +41,8 @@ class Generator:
         prompt_ids = self.engine.prompt_token_ids(prompts)
         for rec, text, ids, cands, ref in zip(records, prompts, prompt_ids, samples, refs):
             extras = [Candidate(e, len(self.engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
-            out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref, ids))
+            out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref, ids,
+                               meta=rec.meta))
             self.tokens += sum(c.num_tokens for c in cands) + (ref.num_tokens if ref else 0)
         self.busy_seconds += time.time() - t0
         self.calls += 1

@@ -5,6 +5,12 @@ turn); ``prompt`` wins when both exist. UltraFeedback-style ``chosen``/``rejecte
 (a string, or a chat list whose last turn is the assistant's answer) are ignored, or kept as extra
 candidates to be judged alongside the policy's own samples. An optional ``id`` column gives the
 prompt id; otherwise the id is a hash of the messages, so the same prompt has the same id anywhere.
+An optional ``meta`` column (a JSON object, or a string holding one, as Parquet files often store
+nested data) travels with the prompt to the judge (e.g. the instructions a verifiable prompt carries).
+
+Built-in sources: ``seed`` (hand-written instructions) and ``builtin:ifeval-train`` /
+``builtin:ifeval-dev`` (prompts with checkable instructions, ``core/ifeval_data.py``; the train set
+takes an optional size and seed: ``builtin:ifeval-train:2000:1``).
 
 A bad row raises :class:`DataError` naming the source, the row index and the problem, or is
 skipped and counted when ``on_bad_row="skip"``.
@@ -22,6 +28,7 @@ from typing import Any, Iterable, Iterator
 from selm_ray.core.records import Message
 
 SEED_SOURCE = "seed"
+IFEVAL_SOURCES = {"builtin:ifeval-train": ("train", 600), "builtin:ifeval-dev": ("dev", 120)}
 _ROLES = ("system", "user", "assistant")
 
 
@@ -34,6 +41,7 @@ class PromptRecord:
     prompt_id: str
     messages: tuple[Message, ...]
     extra_candidates: tuple[str, ...] = ()
+    meta: dict[str, Any] | None = field(default=None, hash=False)  # the row's ``meta`` column
 
 
 @dataclass
@@ -76,6 +84,19 @@ def _answer_text(value: Any, column: str) -> str:
     return text
 
 
+def _meta(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("'meta' is a string that is not JSON; it must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"'meta' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def prompt_id_for(messages: Iterable[Message]) -> str:
     blob = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
@@ -104,7 +125,7 @@ def parse_row(row: Any, extra_candidates: str = "ignore") -> PromptRecord:
         extras = tuple(_answer_text(row[c], c) for c in ("chosen", "rejected") if row.get(c) is not None)
     pid = row.get("id")
     pid = str(pid) if pid is not None and str(pid).strip() else prompt_id_for(messages)
-    return PromptRecord(prompt_id=pid, messages=messages, extra_candidates=extras)
+    return PromptRecord(prompt_id=pid, messages=messages, extra_candidates=extras, meta=_meta(row.get("meta")))
 
 
 def _iter_jsonl(path: Path) -> Iterator[Any]:
@@ -131,6 +152,9 @@ def _iter_rows(source: str, split: str) -> Iterator[Any]:
     if source == SEED_SOURCE:
         yield from _iter_jsonl(seed_prompts_path())
         return
+    if source.startswith("builtin:ifeval"):
+        yield from _ifeval_rows(source)
+        return
     path = Path(source).expanduser()
     if path.suffix in (".jsonl", ".parquet"):
         if not path.is_file():
@@ -145,6 +169,26 @@ def _iter_rows(source: str, split: str) -> Iterator[Any]:
         raise DataError(f"{source}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
     else:
         yield from _load_hf(source, split)
+
+
+def _ifeval_rows(source: str) -> list[dict[str, Any]]:
+    """``builtin:ifeval-train[:N[:SEED]]`` (default 600 prompts, seed 0) or ``builtin:ifeval-dev``
+    (120 prompts from its own base tasks, fixed seed)."""
+    from selm_ray.core.ifeval_data import build_prompts
+
+    name, *rest = source.split(":")[1:]
+    name = "builtin:" + name
+    if name not in IFEVAL_SOURCES or len(rest) > (2 if name.endswith("train") else 1):
+        raise DataError(f"{source}: unknown built-in source; use builtin:ifeval-train[:N[:SEED]] "
+                        "or builtin:ifeval-dev[:N]")
+    split, n = IFEVAL_SOURCES[name]
+    try:
+        n, seed = (int(rest[0]) if rest else n), (int(rest[1]) if len(rest) > 1 else 0)
+    except ValueError:
+        raise DataError(f"{source}: size and seed must be integers") from None
+    if n < 1:
+        raise DataError(f"{source}: size must be >= 1")
+    return build_prompts(n, split, seed)
 
 
 def _load_hf(source: str, split: str) -> Iterator[Any]:

@@ -7,14 +7,18 @@ Both models answer every prompt greedily (vLLM, one generator actor each); the j
 two answers of a prompt, each alone (all judges here are pointwise, so there is no order to
 swap). Win / tie / loss, the win rate (a tie counts half) with a 95% Wilson interval, and the
 mean answer lengths (length growth is a known failure mode of preference training).
+
+Instruction following (``instruction_accuracy``): prompt- and instruction-level accuracy, strict
+and loose, of answers to prompts carrying checkable instructions (``core/ifeval_data.py``).
 """
 from __future__ import annotations
 
 import math
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from selm_ray.core.data import DataError, PromptRecord, load_prompts
+from selm_ray.core.judging.instructions import follows
 from selm_ray.core.records import Candidate, CandidateScore, Judgement, Rollout
 
 
@@ -71,3 +75,41 @@ def agreement(judgements: Sequence[Judgement]) -> dict[str, Any]:
     return {"pairs": n, "accuracy": round(wins / len(scored), 4) if scored else None,
             "tie_rate": round(ties / max(1, n), 4), "failure_rate": round(len(failed) / max(1, n), 4),
             "judge": judgements[0].judge if judgements else None}
+
+
+# -- instruction following -----------------------------------------------------------------------
+def _rate(hits: int, n: int) -> tuple[float, tuple[float, float]]:
+    p = hits / n if n else 0.0
+    return round(p, 4), wilson(p, n)
+
+
+def instruction_accuracy(items: Iterable[tuple[dict[str, Any] | None, str, int]]) -> dict[str, Any]:
+    """Accuracy over (meta, response_text, num_tokens) items, one per prompt. A prompt counts as
+    followed when all its instructions are; each figure comes with its 95% Wilson interval.
+    ``by_kind``: {kind: [followed strictly, total]}. Items whose meta carries no instructions are
+    left out of every figure and counted as ``skipped``."""
+    prompts = strict_prompts = loose_prompts = skipped = 0
+    strict_hits = loose_hits = tokens = 0
+    by_kind: dict[str, list[int]] = {}
+    for meta, text, num_tokens in items:
+        instructions = (meta or {}).get("instructions") or []
+        if not instructions:
+            skipped += 1
+            continue
+        verdicts = [follows(i["id"], i.get("kwargs"), "", text) for i in instructions]
+        prompts, tokens = prompts + 1, tokens + num_tokens
+        strict_prompts += all(s for s, _ in verdicts)
+        loose_prompts += all(lo for _, lo in verdicts)
+        strict_hits += sum(s for s, _ in verdicts)
+        loose_hits += sum(lo for _, lo in verdicts)
+        for i, (s, _) in zip(instructions, verdicts):
+            counts = by_kind.setdefault(i["id"], [0, 0])
+            counts[0], counts[1] = counts[0] + s, counts[1] + 1
+    total = sum(c[1] for c in by_kind.values())
+    out: dict[str, Any] = {"prompts": prompts, "instructions": total, "skipped": skipped,
+                           "mean_tokens": round(tokens / prompts, 2) if prompts else 0.0}
+    for name, hits, n in (("prompt_strict", strict_prompts, prompts), ("prompt_loose", loose_prompts, prompts),
+                          ("instruction_strict", strict_hits, total), ("instruction_loose", loose_hits, total)):
+        out[name], out[name + "_ci95"] = _rate(hits, n)
+    out["by_kind"] = dict(sorted(by_kind.items()))
+    return out

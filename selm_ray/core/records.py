@@ -38,6 +38,9 @@ class Rollout:
     candidates: tuple[Candidate, ...]
     ref_response: Candidate | None = None
     prompt_token_ids: tuple[int, ...] = ()
+    # the prompt row's metadata (e.g. the instructions a verifiable prompt carries), for judges;
+    # left out of hashing: a dict is unhashable
+    meta: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

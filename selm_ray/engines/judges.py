@@ -130,32 +130,35 @@ class RewardModelJudge:
 
 
 class FunctionJudge:
-    """``module:function(prompt, response) -> float | None`` per candidate (judge.function).
+    """``module:function(prompt, response[, meta]) -> float | None`` per candidate (judge.function).
 
-    ``prompt`` is the last user turn. None, a non-number, a non-finite value or an exception is a
-    counted failure for that candidate, with the reason kept in the score record.
+    ``prompt`` is the last user turn; ``meta`` the prompt row's metadata (``Rollout.meta``), passed
+    only to a function that takes a third parameter. None, a non-number, a non-finite value or an
+    exception is a counted failure for that candidate, with the reason kept in the score record.
     """
 
     def __init__(self, spec: str) -> None:
-        from selm_ray.core.judging.functions import load_function
+        from selm_ray.core.judging.functions import load_function, takes_meta
 
         self.spec, self.fn = spec, load_function(spec)
+        self.with_meta = takes_meta(self.fn, spec)  # inspected once, not per candidate
 
     @property
     def name(self) -> str:
         return f"fn:{self.spec}"
 
-    def score(self, prompt: str, response: str) -> CandidateScore:
+    def score(self, prompt: str, response: str, meta: dict | None = None) -> CandidateScore:
         from selm_ray.core.judging.functions import check_score
 
         try:
-            value, why = check_score(self.fn(prompt, response))
+            value, why = check_score(self.fn(prompt, response, meta) if self.with_meta else
+                                     self.fn(prompt, response))
         except Exception as e:  # a user's function: one bad candidate must not stop the pool
             value, why = None, f"function raised {type(e).__name__}: {e}"
         return CandidateScore(value, 1, 1) if why is None else CandidateScore(None, 0, 1, failure=why)
 
     def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
-        scores = [self.score(r.messages[-1]["content"], text) for r, text in _flatten(rollouts)]
+        scores = [self.score(r.messages[-1]["content"], text, r.meta) for r, text in _flatten(rollouts)]
         return _regroup(rollouts, scores, self.name, None)
 
 

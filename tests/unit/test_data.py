@@ -101,3 +101,24 @@ def test_slices_are_disjoint_and_checked():
     assert shuffled(recs, 0) == shuffled(recs, 0) and shuffled(recs, 0) != shuffled(recs, 1)
     with pytest.raises(DataError, match="need 1000 distinct prompts"):
         iteration_slices(recs, 10, 100)
+
+
+def test_meta_column_travels_with_the_prompt(tmp_path):
+    meta = {"instructions": [{"id": "case:lowercase", "kwargs": {}}], "base_task": 3}
+    src = _jsonl(tmp_path, [{"id": "a", "prompt": "x", "meta": meta}, {"id": "b", "prompt": "y"},
+                            {"id": "c", "prompt": "z", "meta": json.dumps(meta)}])
+    recs, _ = load_prompts(src)
+    assert recs[0].meta == meta and recs[1].meta is None and recs[2].meta == meta
+    assert parse_row({"prompt": "x"}).meta is None
+
+
+@pytest.mark.parametrize("meta,problem", [([1, 2], "'meta' must be a JSON object, got list"),
+                                          ("not json", "'meta' is a string that is not JSON"),
+                                          (7, "'meta' must be a JSON object, got int")])
+def test_bad_meta_names_row_and_column(tmp_path, meta, problem):
+    src = _jsonl(tmp_path, [{"prompt": "fine"}, {"prompt": "q", "meta": meta}, {"prompt": "also fine"}])
+    with pytest.raises(DataError) as e:
+        load_prompts(src)
+    assert "row 1" in str(e.value) and problem in str(e.value)
+    recs, rep = load_prompts(src, on_bad_row="skip")
+    assert [r.messages[0]["content"] for r in recs] == ["fine", "also fine"] and rep.skipped == 1

@@ -97,3 +97,79 @@ def test_win_tie_loss_and_wilson_interval():
     lo, hi = r["win_rate_ci95"]
     assert lo < 0.625 < hi and (lo, hi) == wilson(0.625, 4)
     assert wilson(0.5, 100) == (0.4038, 0.5962)  # the textbook Wilson interval
+
+
+# -- instruction-following judge -------------------------------------------------------------------
+IF_META = {"instructions": [{"id": "case:lowercase", "kwargs": {}},
+                            {"id": "length:max_words", "kwargs": {"n": 5}},
+                            {"id": "punctuation:no_comma", "kwargs": {}},
+                            {"id": "format:end_question", "kwargs": {}}]}
+
+
+def test_instructions_followed_is_the_strict_share():
+    from selm_ray.core.judging.functions import instructions_followed, instructions_graded
+
+    assert instructions_followed("q", "all small, and short", IF_META) == 0.5  # lowercase, <= 5 words
+    assert instructions_followed("q", "ok then?", IF_META) == 1.0
+    assert instructions_followed("q", "Sure:\nok then?", IF_META) == 0.75  # strict: the capital counts
+    assert instructions_followed("q", "x", None) is None and instructions_followed("q", "x", {}) is None
+    assert instructions_followed("q", "x", {"instructions": []}) is None
+    assert instructions_graded("q", "ok then?", IF_META) == 1.0
+    assert 0.5 < instructions_graded("q", "all small, and short", IF_META) < 1.0
+    with pytest.raises(ValueError, match="'length:max_words': argument 'n'"):
+        instructions_followed("q", "x", {"instructions": [{"id": "length:max_words", "kwargs": {"n": -1}}]})
+    with pytest.raises(ValueError, match="must be a mapping with 'id'"):
+        instructions_followed("q", "x", {"instructions": ["case:lowercase"]})
+
+
+def two_args(prompt, response):
+    return 1.0
+
+
+def three_args(prompt, response, meta):
+    return float(len(meta["tags"])) if meta else -1.0
+
+
+def test_function_judge_passes_meta_to_a_three_argument_function():
+    from selm_ray.core.judging.functions import takes_meta
+
+    assert not takes_meta(two_args) and takes_meta(three_args) and takes_meta(lambda *a: 0)
+    with pytest.raises(FunctionJudgeError, match="must take"):
+        takes_meta(lambda a, b, c, d: 0)
+    r = Rollout("p", ({"role": "user", "content": "q"},), "", (Candidate("a", 1, 0),), meta={"tags": [1, 2]})
+    assert FunctionJudge(f"{__name__}:three_args").judge([r])[0].scores[0].score == 2.0
+    assert FunctionJudge(f"{__name__}:three_args").judge([_rollout("a")])[0].scores[0].score == -1.0
+    assert FunctionJudge(f"{__name__}:two_args").judge([r])[0].scores[0].score == 1.0
+
+
+def test_function_judge_over_instructions():
+    judge = FunctionJudge("selm_ray.core.judging.functions:instructions_followed")
+    r = Rollout("p", ({"role": "user", "content": "q"},), "", (Candidate("ok then?", 2, 0), Candidate("NO", 1, 0)),
+                meta=IF_META)
+    bad = Rollout("b", r.messages, "", (Candidate("x", 1, 0),),
+                  meta={"instructions": [{"id": "case:nope", "kwargs": {}}]})
+    plain = Rollout("c", r.messages, "", (Candidate("x", 1, 0),))
+    j, jb, jp = judge.judge([r, bad, plain])
+    assert [s.score for s in j.scores] == [1.0, 0.5]
+    assert jb.scores[0].score is None and "ValueError" in jb.scores[0].failure and "case:nope" in jb.scores[0].failure
+    assert jp.scores[0].failure == "function returned None"
+
+
+def test_instruction_accuracy_on_hand_worked_numbers():
+    from selm_ray.core.evaluation import instruction_accuracy, wilson
+
+    lower = {"id": "case:lowercase", "kwargs": {}}
+    comma = {"id": "punctuation:no_comma", "kwargs": {}}
+    items = [({"instructions": [lower, comma]}, "all good here", 10),       # both: prompt followed
+             ({"instructions": [lower, comma]}, "Sure:\nyes, fine\nok", 20),  # strict 0/2; loose: lowercase
+             ({"instructions": [comma]}, "Sure:\nno commas", 30),           # strict 1/1
+             ({"instructions": [lower]}, "Here:\n**fine**", 40),            # strict 0, loose 1
+             (None, "not verifiable", 99)]
+    r = instruction_accuracy(items)
+    assert (r["prompts"], r["instructions"], r["skipped"], r["mean_tokens"]) == (4, 6, 1, 25.0)
+    assert r["prompt_strict"] == 0.5 and r["prompt_loose"] == 0.75
+    assert r["instruction_strict"] == 0.5 and r["instruction_loose"] == round(5 / 6, 4)
+    assert r["prompt_strict_ci95"] == wilson(0.5, 4) and r["instruction_loose_ci95"] == wilson(5 / 6, 6)
+    assert r["by_kind"] == {"case:lowercase": [1, 3], "punctuation:no_comma": [2, 3]}
+    empty = instruction_accuracy([])
+    assert empty["prompts"] == 0 and empty["prompt_strict"] == 0.0 and empty["prompt_strict_ci95"] == (0.0, 1.0)

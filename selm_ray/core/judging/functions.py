@@ -1,16 +1,21 @@
 """Function judges: ``module:function(prompt, response) -> float | None`` for verifiable rewards.
 
-``None`` means "cannot score this one" (counted as a judge failure, never a number). Two
-examples ship here; any importable function with that signature works (judge.function).
+``None`` means "cannot score this one" (counted as a judge failure, never a number). A function
+that takes a third parameter also gets the prompt row's metadata (``meta``, a dict or None):
+``fn(prompt, response, meta)``. Examples ship here; any importable function with either
+signature works (judge.function).
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 from typing import Any, Callable
 
-ScoreFn = Callable[[str, str], "float | None"]
+from selm_ray.core.judging.instructions import follows, graded
+
+ScoreFn = Callable[..., "float | None"]
 
 
 class FunctionJudgeError(ValueError):
@@ -28,7 +33,25 @@ def load_function(spec: str) -> ScoreFn:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise FunctionJudgeError(f"judge.function: {module_name} has no callable {attr!r}")
+    takes_meta(fn, spec)  # a signature we cannot call is a load error, not one failure per candidate
     return fn
+
+
+def takes_meta(fn: Callable[..., Any], spec: str = "") -> bool:
+    """Whether ``fn`` is called as ``fn(prompt, response, meta)`` (it can take a third positional
+    argument) rather than ``fn(prompt, response)``."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # some builtins have no signature: call them the old way
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    if len(required) > 3 or len(positional) < 2:
+        raise FunctionJudgeError(f"judge.function: {spec or fn!r} must take (prompt, response) or "
+                                 f"(prompt, response, meta); it takes {[p.name for p in params]}")
+    return len(positional) >= 3
 
 
 def check_score(value: Any) -> tuple[float | None, str | None]:
@@ -60,3 +83,34 @@ def brevity(prompt: str, response: str) -> float | None:
     """Shorter non-empty answers score higher (a format rule): -words / 100; None if empty."""
     words = response.split()
     return -len(words) / 100.0 if words else None
+
+
+def _instructions(meta: Any) -> list[Any] | None:
+    items = meta.get("instructions") if isinstance(meta, dict) else None
+    if items is None or items == []:
+        return None
+    if not isinstance(items, list):
+        raise ValueError(f"meta['instructions'] must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "id" not in item:
+            raise ValueError(f"meta['instructions'][{i}] must be a mapping with 'id' (and 'kwargs')")
+    return items
+
+
+def instructions_followed(prompt: str, response: str, meta: dict | None = None) -> float | None:
+    """Share of ``meta["instructions"]`` (``[{"id": kind, "kwargs": {...}}]``, see
+    ``core/judging/instructions.py``) the response follows, strictly; None when the prompt carries
+    no instructions. A malformed instruction raises (the judge records a failure, not a 0)."""
+    items = _instructions(meta)
+    if items is None:
+        return None
+    return sum(follows(i["id"], i.get("kwargs"), prompt, response)[0] for i in items) / len(items)
+
+
+def instructions_graded(prompt: str, response: str, meta: dict | None = None) -> float | None:
+    """Like ``instructions_followed`` but the mean graded score: partial credit (e.g. the share of
+    lowercase letters) separates answers that all miss the same instruction."""
+    items = _instructions(meta)
+    if items is None:
+        return None
+    return sum(graded(i["id"], i.get("kwargs"), prompt, response) for i in items) / len(items)
