@@ -48,10 +48,10 @@ class Generator:
         self.calls += 1
         return out
 
-    def answer(self, records: Sequence[PromptRecord]) -> list[Candidate]:
-        """One greedy answer per prompt (evaluation)."""
+    def answer(self, records: Sequence[PromptRecord], max_tokens: int | None = None) -> list[Candidate]:
+        """One greedy answer per prompt (evaluation); ``max_tokens`` defaults to generation's."""
         prompts = [render_prompt(self.engine.tokenizer, r.messages) for r in records]
-        return self.engine.greedy(prompts, self.cfg.generation.max_new_tokens, self.version)
+        return self.engine.greedy(prompts, max_tokens or self.cfg.generation.max_new_tokens, self.version)
 
     def create_prompts(self, requests: Sequence[Sequence[str]], seed: int | None = None) -> list[tuple[str, str]]:
         """Self-instruct: for each list of example instructions, one sampled new instruction

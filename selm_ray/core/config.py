@@ -339,9 +339,21 @@ class EvalConfig(_Section):
     judged by the judge pool): win/tie/loss and lengths in metrics.jsonl (event eval)."""
     prompts: str | None = Field(None, description=".jsonl/.parquet/datasets name/seed; null: off.")
     max_prompts: int = Field(32, description="At most this many prompts.")
+    instructions: str | None = Field(None, description=(
+        "Verifiable-instruction prompts (rows with meta.instructions, e.g. builtin:ifeval-dev): greedy "
+        "answers scored by the instruction checks before training and after every iteration "
+        "(prompt- and instruction-level strict/loose accuracy, 95% intervals, mean length; event "
+        "instruction_eval). Never trained on. null: off."))
+    instruction_max_prompts: int | None = Field(None, description="At most this many of them; null: all.")
+    max_new_tokens: int | None = Field(None, description=(
+        "Answer length for the evaluations; null: generation.max_new_tokens."))
 
     def _check_values(self) -> None:
         _check(self.max_prompts >= 1, "max_prompts", f"must be >= 1, got {self.max_prompts}")
+        _check(self.instruction_max_prompts is None or self.instruction_max_prompts >= 1,
+               "instruction_max_prompts", f"must be >= 1 or null, got {self.instruction_max_prompts}")
+        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens",
+               f"must be >= 1 or null, got {self.max_new_tokens}")
 
 
 class SFTConfig(_Section):

@@ -113,3 +113,27 @@ def instruction_accuracy(items: Iterable[tuple[dict[str, Any] | None, str, int]]
         out[name], out[name + "_ci95"] = _rate(hits, n)
     out["by_kind"] = dict(sorted(by_kind.items()))
     return out
+
+
+def _pct(x: float, ci: tuple[float, float] | list[float] | None = None) -> str:
+    body = f"{100 * x:.1f}%"
+    return f"{body} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else body
+
+
+def accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of ``instruction_eval`` rows (iteration -1 is the starting policy), with the
+    change of prompt-level strict accuracy and of mean length against the first row."""
+    if not rows:
+        return ""
+    first = rows[0]
+    lines = ["| policy | prompt strict (95% CI) | prompt loose | instruction strict | instruction loose "
+             "| mean tokens | vs start |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = "start" if r["iteration"] < 0 else f"after iteration {r['iteration'] + 1}"
+        gain = 100 * (r["prompt_strict"] - first["prompt_strict"])
+        ratio = r["mean_tokens"] / first["mean_tokens"] if first["mean_tokens"] else float("nan")
+        lines.append(f"| {name} (v{r['policy_version']}) | {_pct(r['prompt_strict'], r['prompt_strict_ci95'])} "
+                     f"| {_pct(r['prompt_loose'])} | {_pct(r['instruction_strict'])} "
+                     f"| {_pct(r['instruction_loose'])} | {r['mean_tokens']} "
+                     f"| {gain:+.1f} points, length x{ratio:.2f} |")
+    return "\n".join(lines)

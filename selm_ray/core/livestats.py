@@ -95,6 +95,14 @@ def render(s: dict[str, Any]) -> str:
                                                   for e in s["events"][-5:]]
     if s.get("prompt_creation"):
         lines += ["", f"prompt creation: {s['prompt_creation']}"]
+    if s.get("instructions"):
+        i = s["instructions"]
+        when = "start" if i["iteration"] < 0 else f"after iteration {i['iteration'] + 1}"
+        lo, hi = i["prompt_strict_ci95"]
+        lines += ["", f"verifiable instructions ({when}, v{i['policy_version']}, {i['prompts']} prompts): "
+                      f"prompt strict {_fmt(i['prompt_strict'])} [{_fmt(lo)}, {_fmt(hi)}]  loose "
+                      f"{_fmt(i['prompt_loose'])}  instruction strict {_fmt(i['instruction_strict'])}  "
+                      f"mean tokens {i['mean_tokens']}"]
     if s.get("autoscale"):
         lines += ["", f"autoscale: {s['autoscale']}"]
     return "\n".join(lines)

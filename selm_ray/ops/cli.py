@@ -213,9 +213,16 @@ def _cmd_judge_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from selm_ray.ops.evaluate import compare
+    from selm_ray.ops.evaluate import compare, instruction_eval
 
+    if (args.instructions is None) == (args.baseline is None and args.prompts is None):
+        raise ConfigError("eval: give --instructions FILE (absolute accuracy of --model), or --baseline "
+                          "and --prompts (win rate against a baseline)")
     cfg = load_config(args.config, args.overrides)
+    if args.instructions:
+        return _emit(instruction_eval(cfg, args.model, args.instructions, args.max_prompts), args.out)
+    if not (args.baseline and args.prompts):
+        raise ConfigError("eval: a win-rate comparison needs both --baseline and --prompts")
     return _emit(compare(cfg, args.model, args.baseline, args.prompts, args.max_prompts), args.out)
 
 
@@ -294,11 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     je.add_argument("--out", help="also write the JSON result here")
     je.set_defaults(func=_cmd_judge_eval)
 
-    ev = sub.add_parser("eval", help="win/tie/loss of a model against a baseline, judged by the configured judge")
+    ev = sub.add_parser("eval", help="win/tie/loss of a model against a baseline, judged by the configured "
+                        "judge; or, with --instructions, its accuracy on verifiable instructions")
     _add_config_args(ev)
     ev.add_argument("--model", required=True, help="model (alias, folder or checkpoint) to evaluate")
-    ev.add_argument("--baseline", required=True, help="model to compare against")
-    ev.add_argument("--prompts", required=True, help="prompt set (.jsonl/.parquet, a datasets name, or seed)")
+    ev.add_argument("--baseline", help="model to compare against (with --prompts)")
+    ev.add_argument("--prompts", help="prompt set (.jsonl/.parquet, a datasets name, or seed)")
+    ev.add_argument("--instructions", help="verifiable-instruction prompts (rows with meta.instructions, e.g. "
+                    "builtin:ifeval-dev): prompt/instruction-level strict and loose accuracy, 95%% intervals")
     ev.add_argument("--max-prompts", type=int, default=None)
     ev.add_argument("--out", help="also write the JSON result here")
     ev.set_defaults(func=_cmd_eval)

@@ -1,10 +1,11 @@
-"""`selm-ray eval`: model vs baseline on a prompt set, judged by the configured judge (see
-core/evaluation.py for how the verdicts are counted)."""
+"""`selm-ray eval`: model vs baseline on a prompt set, judged by the configured judge, or (with
+``--instructions``) one model's absolute accuracy on verifiable instructions (see
+core/evaluation.py for how both are counted)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from selm_ray.core.evaluation import win_tie_loss
+from selm_ray.core.evaluation import instruction_accuracy, win_tie_loss
 from selm_ray.core.records import Rollout
 
 
@@ -30,7 +31,7 @@ def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int 
         for g in gens:
             launch.stop_actor(g)
         judge = launch.launch_judge(cfg, "eval", 0, resolve_model(cfg.model.path), rm, None)
-        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b)) for r, a, b in zip(records, *answers)]
+        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b), meta=r.meta) for r, a, b in zip(records, *answers)]
         judgements = ray.get(judge.judge.remote(rollouts))
     finally:
         ray.shutdown()
@@ -39,3 +40,28 @@ def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int 
             "mean_tokens_model": _mean([a.num_tokens for a in answers[0]]),
             "mean_tokens_baseline": _mean([b.num_tokens for b in answers[1]])}
 
+
+
+def instruction_eval(cfg: Any, model: str, prompts: str, max_prompts: int | None = None,
+                     max_tokens: int | None = None) -> dict[str, Any]:
+    """Greedy answers of ``model`` (one generator actor) scored by the instruction checks."""
+    import ray
+
+    from selm_ray.actors import launch
+    from selm_ray.core.data import DataError, load_prompts
+    from selm_ray.engines.models import resolve_model
+
+    records, _ = load_prompts(prompts, "train", "error", "ignore", max_prompts)
+    bare = [r.prompt_id for r in records if not (r.meta or {}).get("instructions")]
+    if bare:
+        raise DataError(f"--instructions {prompts}: {len(bare)} row(s) carry no meta.instructions "
+                        f"(first: {bare[0]}); every row must be verifiable")
+    path = resolve_model(model)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        gen = launch.launch_generator(cfg, "eval", 0, path, None)
+        answers = ray.get(gen.answer.remote(records, max_tokens or cfg.eval.max_new_tokens))
+    finally:
+        ray.shutdown()
+    return {"model": path, "prompts_file": prompts,
+            **instruction_accuracy([(r.meta, a.text, a.num_tokens) for r, a in zip(records, answers)])}

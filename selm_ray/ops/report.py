@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from selm_ray.core.evaluation import accuracy_table
 from selm_ray.core.jsonl import read_log
 
 
@@ -66,7 +67,18 @@ def charts(run_dir: Path, out: Path) -> dict[str, Path]:
     idx = list(range(1, len(pairs) + 1))
     evals = [m for m in metrics if m.get("event") == "eval"]
     jevals = [m for m in metrics if m.get("event") == "judge_eval"]
+    ievals = [m for m in metrics if m.get("event") == "instruction_eval"]
     made = {
+        "instructions": _chart(out / "instructions.png", "verifiable instructions on the development split "
+                               "(iteration 0 = the starting policy)", "iteration", [
+                                   ("prompt strict", _col(ievals, lambda m: m["iteration"] + 1), _col(ievals, "prompt_strict")),
+                                   ("prompt strict 95% low", _col(ievals, lambda m: m["iteration"] + 1),
+                                    _col(ievals, lambda m: m["prompt_strict_ci95"][0])),
+                                   ("prompt strict 95% high", _col(ievals, lambda m: m["iteration"] + 1),
+                                    _col(ievals, lambda m: m["prompt_strict_ci95"][1])),
+                                   ("instruction strict", _col(ievals, lambda m: m["iteration"] + 1),
+                                    _col(ievals, "instruction_strict")),
+                                   ("prompt loose", _col(ievals, lambda m: m["iteration"] + 1), _col(ievals, "prompt_loose"))]),
         "evaluation": _chart(out / "evaluation.png", "per iteration: win rate vs the starting policy, "
                              "judge accuracy", "iteration", [
                                  ("win rate", _col(evals, lambda m: m["iteration"] + 1), _col(evals, "win_rate")),
@@ -97,7 +109,9 @@ def charts(run_dir: Path, out: Path) -> dict[str, Path]:
 
 def markdown(run_dir: Path, made: dict[str, Path]) -> str:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-    events = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m.get("event") == "pool_resize"]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    events = [m for m in metrics if m.get("event") == "pool_resize"]
+    ievals = [m for m in metrics if m.get("event") == "instruction_eval"]
     lines = [f"# Run report: {run_dir.name}", ""]
     if summary:
         keys = ("seconds", "prompts", "pairs", "pairs_per_second", "overlap_ratio", "learner_steps",
@@ -110,6 +124,8 @@ def markdown(run_dir: Path, made: dict[str, Path]) -> str:
     if events:
         lines += ["## Pool changes", ""] + [f"- {e['pool']} {e['from']} -> {e['to']}: {e['reason']}"
                                             for e in events] + [""]
+    if ievals:
+        lines += ["## Verifiable-instruction accuracy (development split)", "", accuracy_table(ievals), ""]
     lines += [f"## {name}\n\n![{name}]({path.name})\n" for name, path in made.items()]
     return "\n".join(lines)
 

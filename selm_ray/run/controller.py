@@ -81,6 +81,7 @@ class Controller:
         self.pm = PoolManager(ctx, model_path, judge_path, rm_path)
         self.evaluator = Evaluator(ctx, self.pm)  # fails here if the judge's labelled set is unusable
         self.ops = Operator(ctx, self.pm)
+        self.ops.instruction_eval = lambda: self.evaluator.instruction_evals[-1:]
         self.pm.start()
         c = cfg.cluster
         judges = "judging in the generators" if cfg.judge.colocate else f"{c.num_judges} judge(s)"
@@ -109,6 +110,8 @@ class Controller:
         self.log(f"{report.kept} prompts from {report.source}; schedule {s.mode}, "
                  f"{s.iterations} x {s.prompts_per_iteration} prompts")
         self.evaluator.start()
+        if not ctx.resume:  # the starting policy's accuracy: what every iteration is compared with
+            self.evaluator.instructions(-1)
         ctx.loop_t0 = time.time()
         done = already_judged(ctx) if ctx.resume else set()
         slices = [[r for r in chunk if r.prompt_id not in done] for chunk in slices]
@@ -118,6 +121,18 @@ class Controller:
             self._stream([r for chunk in slices for r in chunk], iteration=0)
             self.evaluator.judge_agreement(0)
         return self._finish()
+
+    def _report_instructions(self) -> None:
+        """The per-iteration accuracy table, printed and written next to the metrics."""
+        from selm_ray.core.evaluation import accuracy_table
+
+        rows = self.evaluator.instruction_evals
+        if not rows:
+            return
+        table = accuracy_table(rows)
+        (self.ctx.run_dir / "instruction_accuracy.md").write_text(
+            f"# Verifiable-instruction accuracy ({self.cfg.eval.instructions})\n\n{table}\n")
+        self.log(f"verifiable-instruction accuracy on {self.cfg.eval.instructions}:\n{table}")
 
     def _iterations(self, slices: list[list[PromptRecord]], n_create: int, done: set[str]) -> None:
         s = self.cfg.schedule
@@ -140,11 +155,15 @@ class Controller:
             self._wait_for_version(t + 1)
             self.pm.push_weights()
             self.evaluator.policy_vs_start(t)
+            self.evaluator.instructions(t)
 
     def _finish(self) -> dict[str, Any]:
         ray.get(self.ctx.channel.request_stop.remote())
         self.ops.state = "finishing"
         self._wait_learner()
+        if self.cfg.schedule.mode == "async":  # no iteration boundaries: what the engines serve at the end
+            self.evaluator.instructions(0)
+        self._report_instructions()
         summary = build_summary(self.ctx, self.pm, self.evaluator, self.learner.learn_seconds,
                                 self.creator.counts if self.creator else None)
         self.ops.close()

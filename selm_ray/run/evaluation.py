@@ -1,13 +1,15 @@
 """Per-iteration measurements through the run's own pools: the judge's agreement with labelled
-pairs (judge.eval_data) and the served policy against the starting one (eval.prompts)."""
+pairs (judge.eval_data), the served policy against the starting one (eval.prompts), and the
+served policy's accuracy on verifiable instructions (eval.instructions)."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
 from selm_ray.actors import launch
-from selm_ray.core.data import load_prompts
-from selm_ray.core.evaluation import agreement, as_rollouts, load_labelled, win_tie_loss
+from selm_ray.core.data import DataError, load_prompts
+from selm_ray.core.evaluation import (agreement, as_rollouts, instruction_accuracy, load_labelled,
+                                      win_tie_loss)
 from selm_ray.core.records import Rollout
 from selm_ray.run.context import RunContext
 from selm_ray.run.pools import PoolManager
@@ -25,6 +27,8 @@ class Evaluator:
         self._labelled = self._load_labelled()
         self._records: list | None = None
         self._baseline: list = []
+        self.instruction_evals: list[dict[str, Any]] = []
+        self._instructions = self._load_instructions()
 
     def _load_labelled(self) -> list | None:
         """Fail before any actor starts if the judge or its labelled set is unusable."""
@@ -36,6 +40,34 @@ class Evaluator:
         if not j.eval_data:
             return None
         return as_rollouts(load_labelled(j.eval_data, "train", j.eval_max_pairs))
+
+    def _load_instructions(self) -> list | None:
+        e = self.ctx.cfg.eval
+        if not e.instructions:
+            return None
+        records, _ = load_prompts(e.instructions, "train", "error", "ignore", e.instruction_max_prompts)
+        missing = [r.prompt_id for r in records if not (r.meta or {}).get("instructions")]
+        if missing:
+            raise DataError(f"eval.instructions: {e.instructions}: {len(missing)} row(s) carry no "
+                            f"meta.instructions (first: {missing[0]}); every row must be verifiable")
+        return records
+
+    def instructions(self, iteration: int) -> dict[str, Any] | None:
+        """Greedy answers of the served policy to the verifiable prompts, scored by the checks.
+        ``iteration`` -1 is the starting policy (before any training)."""
+        if not self._instructions:
+            return None
+        member = self.pm.gens.pick()
+        answers = launch.call_with_retry(member.actor.answer, self._instructions, self.ctx.cfg.eval.max_new_tokens)
+        acc = instruction_accuracy([(r.meta, a.text, a.num_tokens) for r, a in zip(self._instructions, answers)])
+        row = {"event": "instruction_eval", "iteration": iteration, "policy_version": member.version,
+               **acc, "time": time.time()}
+        self.ctx.write_metrics(row)
+        self.instruction_evals.append(row)
+        self.ctx.log(f"instructions v{member.version}: prompt strict {row['prompt_strict']} "
+                     f"{row['prompt_strict_ci95']}, instruction strict {row['instruction_strict']}, "
+                     f"loose {row['prompt_loose']}, mean tokens {row['mean_tokens']} ({row['prompts']} prompts)")
+        return row
 
     def judge_agreement(self, iteration: int) -> None:
         """Score the judge pool on the labelled pairs; logged per iteration."""
@@ -65,7 +97,7 @@ class Evaluator:
             return
         member = self.pm.gens.pick()
         answers = launch.call_with_retry(member.actor.answer, self._records)
-        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b))
+        rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b), meta=r.meta)
                     for r, a, b in zip(self._records, answers, self._baseline)]
         judgements = launch.call_with_retry(self.pm.judges.pick().actor.judge, rollouts)
         row = {"event": "eval", "iteration": iteration, "policy_version": member.version,

@@ -27,6 +27,7 @@ class Operator:
         self.live = LiveStats()
         self.state = "starting"
         self.creation_counts: Callable[[], dict[str, int] | None] = lambda: None
+        self.instruction_eval: Callable[[], list[dict[str, Any]]] = lambda: []  # the newest, if any
         self._last_snapshot = self._last_log = 0.0
         self._stats_log = AppendLog(ctx.run_dir / "stats.jsonl", durable=False)
         a = ctx.cfg.autoscale
@@ -100,6 +101,7 @@ class Operator:
                         "wait_fraction": round(learner["wait_seconds"] / max(1e-9, now - ctx.loop_t0), 3)},
             "pools": pools, "events": self.pm.events[-20:],
             "prompt_creation": self.creation_counts(),
+            "instructions": _instruction_view(self.instruction_eval()),
             "autoscale": None if self.autoscale is None else {
                 "min_generators": self.autoscale.min_generators, "max_generators": self.autoscale.max_generators,
                 "min_judges": self.autoscale.min_judges, "max_judges": self.autoscale.max_judges},
@@ -109,3 +111,12 @@ class Operator:
         self.state = "done"
         self.tick(force=True)
         self._stats_log.close()
+
+
+def _instruction_view(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest verifiable-instruction accuracy, as `selm-ray stats` shows it."""
+    if not rows:
+        return None
+    r = rows[-1]
+    return {k: r[k] for k in ("iteration", "policy_version", "prompts", "prompt_strict", "prompt_strict_ci95",
+                              "prompt_loose", "instruction_strict", "instruction_loose", "mean_tokens")}

@@ -39,6 +39,7 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "generators": gen_stats, "judges": judge_stats,
         "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
         "pool_events": pm.events, "judge_eval": evaluator.judge_evals, "eval": evaluator.evals,
+        "instruction_eval": evaluator.instruction_evals,
         "prompt_creation": prompt_creation,
         "loop_seconds": round(loop_s, 1),
         "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},

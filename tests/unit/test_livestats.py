@@ -71,3 +71,13 @@ def test_render_shows_every_section():
                    "tie rate 0.1", "learner step 3", "loss 0.6900", "synced to v2", "generators: 1 active",
                    "run-generator-0", "generator 1 -> 2: selm-ray scale"):
         assert needle in text, needle
+
+
+def test_render_shows_the_newest_instruction_accuracy():
+    snap = {**_snapshot(), "instructions": {"iteration": 0, "policy_version": 1, "prompts": 120,
+                                            "prompt_strict": 0.4, "prompt_strict_ci95": [0.31, 0.49],
+                                            "prompt_loose": 0.45, "instruction_strict": 0.55,
+                                            "instruction_loose": 0.6, "mean_tokens": 98.5}}
+    text = render(snap)
+    assert "verifiable instructions (after iteration 1, v1, 120 prompts): prompt strict 0.400 [0.310, 0.490]" in text
+    assert "verifiable instructions" not in render(_snapshot())

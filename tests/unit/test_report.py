@@ -56,3 +56,34 @@ def test_scale_and_stats_arguments_are_checked(capsys):
         main(["scale", "--generators", "0"])
     with pytest.raises(SystemExit):
         main(["stats", "--run", "bad id!"])
+
+
+def _ieval(iteration, strict, tokens):
+    return {"event": "instruction_eval", "iteration": iteration, "policy_version": iteration + 1,
+            "prompts": 120, "prompt_strict": strict, "prompt_strict_ci95": [strict - 0.05, strict + 0.05],
+            "prompt_loose": strict + 0.02, "instruction_strict": strict + 0.1, "instruction_loose": strict + 0.12,
+            "mean_tokens": tokens}
+
+
+def test_report_charts_and_tabulates_instruction_accuracy(tmp_path):
+    from selm_ray.core.evaluation import accuracy_table
+
+    rows = [_ieval(-1, 0.30, 100.0), _ieval(0, 0.36, 110.0), _ieval(1, 0.425, 90.0)]
+    table = accuracy_table(rows)
+    assert "| start (v0) | 30.0% [25.0, 35.0] |" in table
+    assert "| after iteration 2 (v2) | 42.5% [37.5, 47.5] |" in table
+    assert "+12.5 points, length x0.90 |" in table and "+0.0 points, length x1.00" in table
+    run = tmp_path / "run"
+    _write(run / "metrics.jsonl", rows)
+    assert main(["report", str(run)]) == 0
+    assert (run / "report" / "instructions.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| after iteration 1 (v1) | 36.0%" in (run / "report" / "report.md").read_text()
+
+
+def test_eval_needs_exactly_one_mode(capsys):
+    assert main(["eval", "--model", "tiny-llama"]) == 2
+    assert "give --instructions FILE" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny-llama", "--instructions", "builtin:ifeval-dev", "--baseline", "x",
+                 "--prompts", "seed"]) == 2
+    assert main(["eval", "--model", "tiny-llama", "--baseline", "x"]) == 2
+    assert "needs both --baseline and --prompts" in capsys.readouterr().err
