@@ -39,5 +39,8 @@ class Judge:
 
     def stats(self) -> dict[str, Any]:
         t = self.tally
-        return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
-                "candidates": t.candidates, "failures": t.failures}
+        out = {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
+               "candidates": t.candidates, "failures": t.failures}
+        if hasattr(self.impl, "stats"):  # a judge's own counters (pairwise: comparisons, position bias)
+            out["judge_stats"] = self.impl.stats()
+        return out

@@ -179,9 +179,12 @@ class GenerationConfig(_Section):
 
 class JudgeConfig(_Section):
     """Who scores the candidates."""
-    kind: Literal["self", "reward_model", "function"] = Field("self", description=(
+    kind: Literal["self", "reward_model", "function", "pairwise_rm", "pairwise_llm"] = Field("self", description=(
         "self: the policy judges its own answers (LLM-as-a-Judge); reward_model: an HF classifier; "
-        "function: `module:function(prompt, response) -> float | None` (verifiable rewards)."))
+        "function: `module:function(prompt, response) -> float | None` (verifiable rewards); "
+        "pairwise_rm: a PairRM-layout ranker compares candidates two at a time (the SELM paper's "
+        "oracle); pairwise_llm: the policy picks the better of two answers (A/B log-probs). A "
+        "pairwise judge scores each candidate by its mean win probability."))
     mode: Literal["generate", "expected"] = Field("expected", description=(
         "generate: k sampled written verdicts, parsed; expected: probability-weighted score digit."))
     num_samples: int = Field(3, description="Verdicts per answer (mode generate).")
@@ -195,6 +198,13 @@ class JudgeConfig(_Section):
     reward_model: str | None = Field(None, description="The reward model (kind reward_model).")
     function: str | None = Field(None, description=(
         "kind function: e.g. selm_ray.core.judging.functions:math_answer."))
+    pairwise_mode: Literal["all", "anchor"] = Field("all", description=(
+        "Pairwise judges: all compares every ordered pair of candidates (N(N-1) comparisons per "
+        "prompt); anchor compares each candidate with one anchor in both orders, y_ref when present "
+        "(2N), else candidate 0 (2(N-1))."))
+    ranker: str | None = Field(None, description=(
+        "kind pairwise_rm: a folder laid out like llm-blender's PairRM (see engines/pairrm.py), "
+        "or the alias tiny-pairrm."))
     eval_data: str | None = Field(None, description=(
         "Labelled pairs (chosen/rejected) the judge pool is scored on after every iteration "
         "(accuracy, tie and failure rates in metrics.jsonl, event judge_eval); null: off."))
@@ -208,13 +218,26 @@ class JudgeConfig(_Section):
         _check(self.min_margin >= 0, "min_margin", f"must be >= 0, got {self.min_margin}")
         if self.kind == "reward_model":
             _check(bool(self.reward_model), "reward_model", "required when kind is reward_model")
+        if self.kind == "pairwise_rm":
+            _check(bool(self.ranker), "ranker", "required when kind is pairwise_rm (a PairRM-layout folder)")
         if self.kind == "function":
             spec = self.function or ""
             _check(spec.count(":") == 1 and all(spec.split(":")), "function",
                    f"kind function needs 'package.module:function', got {self.function!r}")
         if self.colocate:
-            _check(self.kind == "self" and self.follow_policy, "colocate",
-                   "needs kind: self and follow_policy: true (the judge then IS the generator's engine)")
+            _check(self.on_engine and self.follow_policy, "colocate",
+                   "needs kind: self or pairwise_llm and follow_policy: true (the judge then IS the "
+                   "generator's engine)")
+
+    @property
+    def on_engine(self) -> bool:
+        """The judge runs on a vLLM engine holding the policy's weights (follow_policy applies)."""
+        return self.kind in ("self", "pairwise_llm")
+
+    @property
+    def judge_model(self) -> str | None:
+        """The model this judge loads itself (reward model or ranker, on torch); None otherwise."""
+        return {"reward_model": self.reward_model, "pairwise_rm": self.ranker}.get(self.kind)
 
 
 class BufferConfig(_Section):

@@ -1,11 +1,15 @@
-"""Judges: the policy grading its own answers (through a VLLMEngine), a reward model, or a
-function (verifiable rewards).
+"""Judges: the policy grading its own answers (through a VLLMEngine), a reward model, a
+function (verifiable rewards), or a pairwise judge (a PairRM-layout ranker, or the policy choosing
+the better of two answers).
 
-Every candidate is judged alone, so no position or ordering effect can enter a score. A verdict
-that cannot be read is an explicit failure (counted, never a number).
+A pointwise judge sees every candidate alone, so no position or ordering effect can enter a score;
+a pairwise judge shows every pair in both orders and turns the comparisons into per-candidate
+scores (core/judging/pairwise.py), so the pair rule is the same for all. A verdict that cannot be
+read is an explicit failure (counted, never a number).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from selm_ray.core.judging import (
@@ -15,7 +19,14 @@ from selm_ray.core.judging import (
     parse_score,
     score_from_expected,
 )
-from selm_ray.core.records import CandidateScore, Judgement, Rollout
+from selm_ray.core.judging.pairwise import ComparisonPlan, PairwiseTally, plan_comparisons, score_candidates
+from selm_ray.core.judging.pairwise_prompt import (
+    choice_probability,
+    choice_token_ids,
+    pairwise_prompt,
+    source_text,
+)
+from selm_ray.core.records import CandidateScore, Judgement, Message, Rollout
 
 
 def _flatten(rollouts: Sequence[Rollout]) -> list[tuple[Rollout, str]]:
@@ -77,9 +88,13 @@ class SelfJudge:
         return out
 
 
-def make_self_judge(cfg: Any, engine: Any) -> SelfJudge:
-    """The configured self-judge (``cfg`` is the run Config) on a VLLMEngine."""
+def make_self_judge(cfg: Any, engine: Any) -> Any:
+    """The configured judge that runs on a VLLMEngine (``cfg`` is the run Config): the rubric
+    self-judge, or the pairwise LLM judge (kind pairwise_llm); a colocated generator uses it too."""
     j = cfg.judge
+    if j.kind == "pairwise_llm":
+        # one token is generated after the prompt, so the prompt may fill the rest of the context
+        return PairwiseLLMJudge(engine, j.pairwise_mode, max_prompt_tokens=cfg.model.max_model_len - 1)
     return SelfJudge(engine, j.mode, j.num_samples, j.min_valid, j.temperature, j.max_new_tokens,
                      seed=cfg.run.seed)
 
@@ -162,14 +177,112 @@ class FunctionJudge:
         return _regroup(rollouts, scores, self.name, None)
 
 
+# -- pairwise judges ----------------------------------------------------------------------------
+# One comparison = (request, text shown first, text shown second); the probabilities of all
+# comparisons of one judge() call are computed together, then cut back into prompts.
+Comparison = tuple[tuple[Message, ...], str, str]
+
+
+def _plan(rollouts: Sequence[Rollout], mode: str) -> tuple[list[ComparisonPlan], list[Comparison]]:
+    plans, jobs = [], []
+    for r in rollouts:
+        plan = plan_comparisons(len(r.candidates), mode, has_ref=r.ref_response is not None)
+        texts = [c.text for c in r.candidates] + ([r.ref_response.text] if plan.uses_ref else [])
+        plans.append(plan)
+        jobs += [(r.messages, texts[i], texts[j]) for i, j in plan.pairs]
+    return plans, jobs
+
+
+def _pairwise_judgements(rollouts: Sequence[Rollout], plans: list[ComparisonPlan],
+                         probs: list[float | None], tally: PairwiseTally, judge: str,
+                         version: int | None) -> list[Judgement]:
+    out, k = [], 0
+    for r, plan in zip(rollouts, plans):
+        mine = probs[k:k + plan.count]
+        k += plan.count
+        tally.add(plan, mine)
+        out.append(Judgement(r.prompt_id, tuple(score_candidates(plan, mine)), judge, version))
+    return out
+
+
+def _finite_or_none(p: float | None) -> float | None:
+    return p if p is not None and math.isfinite(p) else None
+
+
+class PairwiseRMJudge:
+    """A PairRM-layout ranker (engines/pairrm.py) comparing candidates two at a time, on torch."""
+
+    def __init__(self, ranker_path: str, mode: str = "all", batch_size: int = 16) -> None:
+        from selm_ray.engines.pairrm import PairRanker
+
+        self.path, self.mode = ranker_path, mode
+        self.ranker = PairRanker.load(ranker_path, batch_size)
+        self.tally = PairwiseTally()
+
+    @property
+    def name(self) -> str:
+        return f"pairrm:{self.path}"
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        plans, jobs = _plan(rollouts, self.mode)
+        raw = self.ranker.compare_batch([(source_text(m), a, b) for m, a, b in jobs]) if jobs else []
+        return _pairwise_judgements(rollouts, plans, [_finite_or_none(p) for p in raw], self.tally,
+                                    self.name, None)
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": self.mode, **self.tally.as_dict()}
+
+
+class PairwiseLLMJudge:
+    """An LLM on a VLLMEngine asked which of two answers is better; P(first wins) is the softmax
+    over the log-probs of the two choice tokens at the first generated position.
+
+    A prompt longer than ``max_prompt_tokens`` is not sent (vLLM would fail the whole batch): that
+    comparison counts as failed.
+    """
+
+    def __init__(self, engine: Any, mode: str = "all", max_prompt_tokens: int | None = None) -> None:
+        self.engine, self.mode, self.max_prompt_tokens = engine, mode, max_prompt_tokens
+        self.choice_ids = choice_token_ids(engine.tokenizer)  # fails here, at judge start
+        self.version: int | None = 0
+        self.tally = PairwiseTally()
+        self.too_long = 0
+
+    @property
+    def name(self) -> str:
+        return "pairwise:llm"
+
+    def judge(self, rollouts: Sequence[Rollout]) -> list[Judgement]:
+        plans, jobs = _plan(rollouts, self.mode)
+        return _pairwise_judgements(rollouts, plans, self._compare(jobs), self.tally, self.name, self.version)
+
+    def _compare(self, jobs: list[Comparison]) -> list[float | None]:
+        tok = self.engine.tokenizer
+        prompts = [pairwise_prompt(tok, m, a, b) for m, a, b in jobs]
+        fits = [True] * len(prompts)
+        if self.max_prompt_tokens is not None:
+            fits = [len(ids) <= self.max_prompt_tokens for ids in self.engine.prompt_token_ids(prompts)]
+            self.too_long += fits.count(False)
+        sent = [p for p, ok in zip(prompts, fits) if ok]
+        logprobs = iter(self.engine.choice_logprobs(sent, self.choice_ids) if sent else [])
+        first, second = self.choice_ids
+        return [choice_probability(next(logprobs), first, second) if ok else None for ok in fits]
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": self.mode, **self.tally.as_dict(), "too_long": self.too_long}
+
+
 def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None) -> tuple[Any, Any]:
-    """The judge ``cfg.judge`` names, and the vLLM engine it owns (None for a reward model or a
-    function). The one place a judge is built: the judge actor and the local commands use it."""
+    """The judge ``cfg.judge`` names, and the vLLM engine it owns (None for a reward model, a
+    ranker or a function). ``reward_model_path``: the resolved ``cfg.judge.judge_model`` (reward
+    model or ranker). The one place a judge is built: the judge actor and the local commands use it."""
     j = cfg.judge
-    if j.kind == "reward_model":
+    if j.kind in ("reward_model", "pairwise_rm"):
         import torch
 
         torch.set_num_threads(cfg.cluster.threads_per_actor)
+        if j.kind == "pairwise_rm":
+            return PairwiseRMJudge(reward_model_path or "", j.pairwise_mode), None
         return RewardModelJudge(reward_model_path or ""), None
     if j.kind == "function":
         return FunctionJudge(j.function or ""), None
@@ -183,6 +296,7 @@ def build_local_judge(cfg: Any) -> Any:
     """``build_judge`` for a command running in this process: the config's models resolved."""
     from selm_ray.engines.models import resolve_model
 
-    rm = resolve_model(cfg.judge.reward_model or "") if cfg.judge.kind == "reward_model" else None
-    judge, _ = build_judge(cfg, resolve_model(cfg.model.path) if cfg.judge.kind == "self" else "", rm)
+    j = cfg.judge
+    own = resolve_model(j.judge_model) if j.judge_model else None
+    judge, _ = build_judge(cfg, resolve_model(cfg.model.path) if j.on_engine else "", own)
     return judge

@@ -1,8 +1,8 @@
 """Model specs: prepare the embedded SmolLM2, build tiny test models, resolve what a config names.
 
 A config's ``model.path`` may be
-- a prepared alias (``smollm2-135m-instruct``, ``tiny-llama``, ``tiny-rm``): made on first use in
-  the cache (``$SELM_RAY_HOME/models``, default ``~/.cache/selm-ray/models``), offline;
+- a prepared alias (``smollm2-135m-instruct``, ``tiny-llama``, ``tiny-rm``, ``tiny-pairrm``): made
+  on first use in the cache (``$SELM_RAY_HOME/models``, default ``~/.cache/selm-ray/models``), offline;
 - a local Hugging Face folder (has a config.json);
 - a hub id (``org/name``), fetched through huggingface_hub; a clear error when that is offline.
 
@@ -131,7 +131,14 @@ PREPARERS: dict[str, Callable[[Path], object]] = {
     SMOLLM2_ALIAS: _convert_smollm2,
     "tiny-llama": lambda out: build_tiny_causal_lm(out, seed=0),
     "tiny-rm": lambda out: build_tiny_reward_model(out, seed=0),
+    "tiny-pairrm": lambda out: _build_tiny_pairrm(out),
 }
+
+
+def _build_tiny_pairrm(out: Path) -> None:
+    from selm_ray.engines.pairrm import build_tiny_pairrm  # torch + transformers: only when asked for
+
+    build_tiny_pairrm(out, seed=0, tokenizer=_smollm2_tokenizer())
 
 
 @contextlib.contextmanager

@@ -107,18 +107,24 @@ class VLLMEngine:
         outs = self._sample(prompts, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
         return [[c.text for c in o.outputs] for o in outs]
 
-    def digit_logprobs(self, prompts: Sequence[str]) -> list[dict[str, float]]:
-        """Next-token log-probs of "0".."5" after each prompt (prompts end in "Score: ").
+    def choice_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[dict[int, float]]:
+        """Next-token log-probs of the given token ids after each prompt, {token_id: logprob}.
 
-        Asked for by token id: a small judge's top-k often holds none of the digits.
+        Asked for by token id: a small judge's top-k often holds none of the tokens it is asked
+        to choose from (score digits, "A"/"B").
         """
-        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=1,
-                            logprob_token_ids=self._digit_ids)
+        ids = list(token_ids)
+        outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=1, logprob_token_ids=ids)
         result = []
         for o in outs:
             step = o.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
-            result.append({t: step[i].logprob for t, i in zip(SCORE_TOKENS, self._digit_ids) if i in step})
+            result.append({i: step[i].logprob for i in ids if i in step})
         return result
+
+    def digit_logprobs(self, prompts: Sequence[str]) -> list[dict[str, float]]:
+        """Next-token log-probs of "0".."5" after each prompt (prompts end in "Score: ")."""
+        return [{t: lp[i] for t, i in zip(SCORE_TOKENS, self._digit_ids) if i in lp}
+                for lp in self.choice_logprobs(prompts, self._digit_ids)]
 
 
     def update_weights(self, weights: dict[str, Any]) -> float:

@@ -23,7 +23,7 @@ def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int 
     records, _ = load_prompts(prompts, "train", "error", "ignore", max_prompts)
     paths = [resolve_model(model), resolve_model(baseline)]
     j = cfg.judge
-    rm = resolve_model(j.reward_model) if j.kind == "reward_model" else None
+    rm = resolve_model(j.judge_model) if j.judge_model else None  # reward model or ranker
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         gens = [launch.launch_generator(cfg, "eval", i, p, None) for i, p in enumerate(paths)]

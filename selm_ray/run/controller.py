@@ -75,7 +75,7 @@ class Controller:
         resume_from = prepare_resume(ctx) if ctx.resume else None
         model_path = resume_from or model_path
         judge_path = model_path if cfg.judge.follow_policy else base_path
-        rm_path = resolve_model(cfg.judge.reward_model) if cfg.judge.kind == "reward_model" else None
+        rm_path = resolve_model(cfg.judge.judge_model) if cfg.judge.judge_model else None  # reward model or ranker
         ctx.channel = launch.launch_channel(ctx.run_id, ctx.start_version)
         ctx.buffer = launch.launch_buffer(cfg, ctx.run_id, str(ctx.run_dir / "buffer"))
         self.pm = PoolManager(ctx, model_path, judge_path, rm_path)

@@ -64,12 +64,12 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     _log(t0, "vLLM engine ready; generating")
     rollouts = gen.generate(records, seed=cfg.run.seed)
     _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
-    if cfg.judge.kind != "self":
+    if not cfg.judge.on_engine:
         from selm_ray.engines.judges import build_local_judge
 
-        judgements = build_local_judge(cfg).judge(rollouts)  # reward model or function
+        judgements = build_local_judge(cfg).judge(rollouts)  # reward model, ranker or function
     else:
-        judgements = gen.judge(rollouts)  # self-judge on the same engine
+        judgements = gen.judge(rollouts)  # self or pairwise LLM judge on the same engine
     outcomes = [build_pair(r, j, cfg.judge.min_margin) for r, j in zip(rollouts, judgements)]
     pairs = [o.pair for o in outcomes if o.pair is not None]
     with (run_dir / "pairs.jsonl").open("w") as fh:

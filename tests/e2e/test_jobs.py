@@ -24,8 +24,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head(tmp_path, selm_home):
+@pytest.fixture(scope="module")
+def head(tmp_path_factory, selm_home):
+    """One head for the module's tests (each submits its own jobs, in namespaces of their own):
+    a head start and stop is about a minute here."""
+    tmp_path = tmp_path_factory.mktemp("head")
     port, dash, metrics, agent = _free_port(), _free_port(), _free_port(), _free_port()
     # token authentication on, with a token of our own that every client below presents
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
