@@ -75,17 +75,27 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     assert stats[-1]["state"] == "done" and stats[-1]["buffer"]["pairs_in"] == s["pairs"]
 
 
-def test_dpo_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path):
+def test_dpo_lora_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path):
+    """DPO with a LoRA learner (one run for both: a run's start-up is most of its cost here): no y_ref
+    asked for, the engines get the merged weights, the checkpoint is a plain HF model that
+    transformers and vLLM load."""
     from transformers import AutoModelForCausalLM
 
     s = _train(tmp_path, f"model.path={tiny_model_path}", "learner.loss=dpo", "learner.alpha=0",
-               "generation.ref_response=false")
+               "generation.ref_response=false", "learner.lora_rank=4", "learner.lora_alpha=8")
     assert s["learner_error"] is None and s["policy_version"] == 2 and s["learner_steps"] >= 4
+    assert s["generators"][0]["version"] == 2
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["ref_response"] is None for p in pairs)  # DPO asked for no y_ref
     ckpt = s["checkpoint"]
     model = AutoModelForCausalLM.from_pretrained(ckpt)
     assert torch.isfinite(next(model.parameters())).all()
+    # LoRA: the checkpoint is a plain (merged) HF model, no adapter keys, and it moved off the base
+    keys = load_file(Path(ckpt) / "model.safetensors").keys()
+    assert not [k for k in keys if "lora" in k or "base_layer" in k]
+    base = load_file(tiny_model_path / "model.safetensors")
+    new = load_file(Path(ckpt) / "model.safetensors")
+    assert any(not torch.equal(base[k], new[k]) for k in base if "proj" in k)
     demo = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "demo", "--prompts", "2", "--set",
                            f"model.path={ckpt}", "--run-dir", str(tmp_path / "demo")],
                           capture_output=True, text=True, timeout=600)
@@ -198,22 +208,6 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     ids = _pair_ids(run_dir)
     assert len(ids) == len(set(ids))
     assert sorted(_served_ids(run_dir)) == sorted(ids)  # the buffer was drained into the learner
-
-
-def test_lora_learner_publishes_merged_weights(tmp_path, tiny_model_path):
-    from transformers import AutoModelForCausalLM
-
-    s = _train(tmp_path, f"model.path={tiny_model_path}", "learner.lora_rank=4", "learner.lora_alpha=8")
-    assert s["learner_error"] is None and s["policy_version"] == 2 and s["learner_steps"] >= 4
-    assert s["generators"][0]["version"] == 2
-    # the checkpoint is a plain (merged) HF model, no adapter keys, and it moved off the base
-    ckpt = Path(s["checkpoint"])
-    keys = load_file(ckpt / "model.safetensors").keys()
-    assert not [k for k in keys if "lora" in k or "base_layer" in k]
-    AutoModelForCausalLM.from_pretrained(ckpt)
-    base = load_file(tiny_model_path / "model.safetensors")
-    new = load_file(ckpt / "model.safetensors")
-    assert any(not torch.equal(base[k], new[k]) for k in base if "proj" in k)
 
 
 def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model_path):

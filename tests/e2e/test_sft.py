@@ -1,10 +1,12 @@
 """The SFT stage (M0 -> M1) through Ray Train + DeepSpeed on the tiny model: the loss falls, and
 the EFT-trained judge writes verdicts the score parser reads more often than before."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import ray
 
 from selm_ray.actors import launch
@@ -26,11 +28,19 @@ def _failure_rate(model, questions):
     return sum(j.num_failed for j in judgements) / len(judgements)
 
 
-def test_sft_lowers_loss_and_teaches_the_judge_format(tmp_path, tiny_model_path):
-    run = tmp_path / "sft-run"
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_model_path):
+    """`selm-ray sft` once for the module (60 epochs are most of its cost): the tests below check
+    what it made, and the loop test starts from its M1 the way a resumed run does."""
+    run = tmp_path_factory.mktemp("sft") / "sft-run"
     args = [x for o in [f"model.path={tiny_model_path}", *SFT] for x in ("--set", o)]
     out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "sft", "jobs/configs/smoke.yaml", *args,
                           "--run-dir", str(run)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    return run, out
+
+
+def test_sft_lowers_loss_and_teaches_the_judge_format(sft_run, tiny_model_path):
+    run, out = sft_run
     assert out.returncode == 0, out.stderr[-3000:]
     m1 = Path(out.stdout.strip().splitlines()[-1].removeprefix("M1: "))
     assert m1.parent == run / "sft" / "checkpoints" and (m1 / "model.safetensors").is_file()
@@ -51,11 +61,16 @@ def test_sft_lowers_loss_and_teaches_the_judge_format(tmp_path, tiny_model_path)
     assert after < before
 
 
-def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_path, tiny_model_path):
+def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_path, tiny_model_path, sft_run):
     """The whole Self-Rewarding loop on the tiny model through the real runtime: SFT on IFT + EFT
     (M1), then 2 iterations that create prompts, answer them, judge with written verdicts
-    (generate mode, the EFT-taught format) and train DPO on best-vs-worst pairs."""
+    (generate mode, the EFT-taught format) and train DPO on best-vs-worst pairs. The SFT stage is
+    the module's (same data and settings): its M1 in the run folder is what the runner finds and
+    starts from, as after an interruption (run_sft trains only when no M1 is there)."""
     from selm_ray.run import runner
+
+    assert sft_run[1].returncode == 0, sft_run[1].stderr[-3000:]
+    shutil.copytree(sft_run[0] / "sft", tmp_path / "run" / "sft")
 
     cfg = load_config("jobs/configs/smoke.yaml", [
         f"model.path={tiny_model_path}", *SFT, "create.enabled=true", "create.mix_ratio=0.5",
