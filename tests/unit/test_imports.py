@@ -87,3 +87,13 @@ def test_no_import_cycle_of_any_kind():
             visit(mod, [mod])
     assert "selm_ray.run.controller" in graph and graph["selm_ray.run.controller"]
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_private_name_is_imported_across_modules():
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("selm_ray"):
+                bad += [f"{path.relative_to(PACKAGE)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_")]
+    assert not bad, "\n".join(bad)

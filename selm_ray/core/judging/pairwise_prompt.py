@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from selm_ray.core.judging.rubric import _request_text
+from selm_ray.core.judging.rubric import request_text
 from selm_ray.core.records import Message
 
 CHOICES = ("A", "B")
@@ -37,7 +37,7 @@ Reply with one letter: A if answer A is better, B if answer B is better."""
 
 def source_text(prompt: str | Sequence[Message]) -> str:
     """The request as one text (a ranker's "source"): the user turn, or the turns of a chat."""
-    return _request_text(prompt).strip()
+    return request_text(prompt).strip()
 
 
 def build_pairwise_messages(prompt: str | Sequence[Message], a: str, b: str) -> list[Message]:

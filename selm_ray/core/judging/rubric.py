@@ -32,7 +32,7 @@ _RUBRIC = """Grade the answer below to the user's request. Start from 0 points a
 Explain your grading in at most 100 words, then finish with a last line of the form "Score: <points>", where <points> is a number from 0 to 5."""
 
 
-def _request_text(prompt: str | Sequence[Message]) -> str:
+def request_text(prompt: str | Sequence[Message]) -> str:
     """A chat conversation is shown to the judge as its turns; a plain string as is."""
     if isinstance(prompt, str):
         return prompt
@@ -43,7 +43,7 @@ def _request_text(prompt: str | Sequence[Message]) -> str:
 
 def build_judge_messages(prompt: str | Sequence[Message], response: str) -> list[Message]:
     """Chat messages that ask a model to grade ``response`` to ``prompt`` with the rubric."""
-    body = _RUBRIC.format(prompt=_request_text(prompt).strip(), response=response.strip())
+    body = _RUBRIC.format(prompt=request_text(prompt).strip(), response=response.strip())
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": body}]
 
 
