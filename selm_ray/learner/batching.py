@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import torch
 
-from selm_ray.core.losses import scattered_logps, sequence_logps
+from selm_ray.core.losses import scattered_logps
 from selm_ray.core.data import render_prompt
 from selm_ray.core.records import PreferencePair
 from selm_ray.core.sft_data import SFTExample
@@ -52,8 +52,9 @@ def collate(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
 
 
 def pad_rows(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
-    """Right-padded input_ids / attention_mask / loss_mask (N, T) of ``encode`` rows, and ``first``:
-    the position predicting the earliest scored token (logits before it are never needed)."""
+    """Right-padded input_ids / attention_mask / loss_mask (N, T) of ``encode`` rows, ``first``:
+    the position predicting the earliest scored token (logits before it are never needed), and the
+    scored tokens listed one by one as ``pack`` lists them (``predict``, ``targets``, ``row``, ``rows``)."""
     width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -63,8 +64,13 @@ def pad_rows(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> 
         ids[i, : len(row)] = torch.tensor(row)
         attn[i, : len(row)] = 1
         mask[i, : len(row)] = torch.tensor(m)
-    first = int(mask.argmax(dim=1).min().item()) - 1
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": max(0, first)}
+    first = max(0, int(mask.argmax(dim=1).min().item()) - 1)
+    # position t - 1 predicts token t; position 0 predicts nothing (encode never scores token 0
+    # unless the prompt is empty, and then there is no logit for it)
+    rows, positions = mask[:, 1:].nonzero(as_tuple=True)
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "first": first,
+            "predict": torch.stack([rows, positions - first], dim=1), "targets": ids[rows, positions + 1],
+            "row": rows, "rows": len(encoded)}
 
 
 def collate_sft(tokenizer: Any, examples: Sequence[SFTExample], max_length: int) -> dict[str, Any]:
@@ -73,16 +79,9 @@ def collate_sft(tokenizer: Any, examples: Sequence[SFTExample], max_length: int)
                                 for e in examples])
 
 
-def kept(batch: dict[str, Any], key: str) -> torch.Tensor:
-    """``batch[key]`` from the first kept logit position on, aligned with the kept logits."""
-    return batch[key][:, batch["first"]:]
-
-
 def row_logps(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-    """(N,) summed response log-probs per row from the logits of either layout (pack / collate)."""
-    if "predict" in batch:
-        return scattered_logps(logits, batch["targets"], batch["row"], batch["rows"])
-    return sequence_logps(logits, kept(batch, "input_ids"), kept(batch, "loss_mask"))
+    """(N,) summed response log-probs per row from ``batch_logits`` (one logit per scored token)."""
+    return scattered_logps(logits, batch["targets"], batch["row"], batch["rows"])
 
 
 def engine_reference_logps(pairs: Sequence[PreferencePair], batch: dict[str, Any], ref_version: int,

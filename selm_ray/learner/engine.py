@@ -54,20 +54,29 @@ def refresh_reference(models: Models) -> bool:
 
 
 def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
-    """The logits a batch scores: packed layout (M, V), one per scored token; padded layout
-    (B, T - first, V). Either way only positions from ``first`` on (the earliest that predicts a
-    response token) get the vocabulary projection, the costliest matmul of a small model."""
+    """(M, V): one row of logits per scored token (``batch["predict"]``), either layout.
+
+    The vocabulary projection is the costliest matmul of a small model (49k x 576 for SmolLM2)
+    and a padded batch is mostly prompt and padding: the output layer gets only the hidden states
+    of the positions that predict a response token, gathered by a hook on its input. The forward
+    still goes through the model's own wrapper (DeepSpeed, DDP, PEFT), so nothing else changes.
+    """
     keep = torch.arange(batch["first"], batch["input_ids"].shape[1])
-    if "predict" not in batch:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+    where = (batch["predict"][:, 0], batch["predict"][:, 1])
+    head = _unwrap(model).get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda _module, args: (args[0][where], *args[1:]))
+    try:
+        if "position_ids" not in batch:  # padded rows
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         logits_to_keep=keep).logits
+        dtype = next(model.parameters()).dtype
+        # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
+        mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
+        mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
+        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
                      logits_to_keep=keep).logits
-    dtype = next(model.parameters()).dtype
-    # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
-    mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
-    mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
-                   logits_to_keep=keep).logits
-    return logits[batch["predict"][:, 0], batch["predict"][:, 1]]
+    finally:
+        hook.remove()
 
 
 def _unwrap(module: Any) -> Any:

@@ -9,21 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from selm_ray.learner import checkpoint
-from selm_ray.learner.batching import kept
 from selm_ray.learner.engine import TrainEngine
 from selm_ray.learner.loop import setup_worker
-from selm_ray.core.losses import sequence_logps
 from selm_ray.core.sft_data import SFTExample
-from selm_ray.learner.batching import collate_sft
+from selm_ray.learner.batching import collate_sft, row_logps
 
 
 def sft_step(engine: TrainEngine, tok: Any, examples: list[SFTExample], max_length: int) -> dict[str, float]:
     batch = collate_sft(tok, examples, max_length)
-    mask = kept(batch, "loss_mask")
-    logps = sequence_logps(engine.forward_logits(batch), kept(batch, "input_ids"), mask)
-    loss = -logps.sum() / mask.sum().clamp(min=1)  # mean NLL per answer token
+    logps = row_logps(engine.forward_logits(batch), batch)
+    tokens = batch["targets"].numel()
+    loss = -logps.sum() / max(tokens, 1)  # mean NLL per answer token
     grad_norm = engine.backward_step(loss)
-    return {"loss": loss.item(), "grad_norm": grad_norm, "tokens": int(mask.sum().item())}
+    return {"loss": loss.item(), "grad_norm": grad_norm, "tokens": tokens}
 
 
 def sft_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -99,10 +99,10 @@ def test_resolve_model_kinds_and_errors(tmp_path, tiny_model_path, monkeypatch):
 
 
 def test_learner_logps_from_kept_logits_equal_full_logits(tiny_model_path, smollm2_tokenizer):
-    """The learner projects only positions from the first response token on; same log-probs."""
+    """The learner projects only the positions that predict a response token; same log-probs."""
     from transformers import AutoModelForCausalLM
 
-    from selm_ray.learner.batching import collate, kept
+    from selm_ray.learner.batching import collate, row_logps
     from selm_ray.learner.engine import batch_logits
     from selm_ray.core.records import PreferencePair
 
@@ -118,7 +118,9 @@ def test_learner_logps_from_kept_logits_equal_full_logits(tiny_model_path, smoll
     with torch.no_grad():
         full = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                               batch["input_ids"], batch["loss_mask"])
-        part = sequence_logps(batch_logits(model, batch), kept(batch, "input_ids"), kept(batch, "loss_mask"))
+        logits = batch_logits(model, batch)
+        part = row_logps(logits, batch)
+    assert logits.shape == (int(batch["loss_mask"][:, 1:].sum()), model.config.vocab_size)  # one per scored token
     assert part.tolist() == pytest.approx(full.tolist(), rel=1e-10)
     # masks: prompt tokens are never scored, each response ends with EOS
     ids, mask = batch["input_ids"][0], batch["loss_mask"][0]
