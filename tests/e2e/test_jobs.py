@@ -57,7 +57,8 @@ def head(tmp_path_factory, selm_home):
 
 
 def _stop(proc):
-    for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 30)):
+    # SIGINT: `ray start --block` stops its head in seconds; on SIGTERM it waits ~30 s more
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 60), (signal.SIGKILL, 30)):
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=wait)

@@ -24,11 +24,11 @@ def _labelled(path):
     return path
 
 
-def test_function_and_reward_model_judges_in_the_judge_pool(tmp_path, smollm2_tokenizer):
+def test_function_and_reward_model_judges_in_the_judge_pool(tmp_path, smollm2_tokenizer, ray_address):
     from selm_ray.engines.models import build_tiny_reward_model
 
     rm = build_tiny_reward_model(tmp_path / "rm", seed=0, tokenizer=smollm2_tokenizer)
-    ray.init(address="local", num_cpus=3, include_dashboard=False)
+    ray.init(address=ray_address)
     try:
         fn_cfg = load_config(None, ["judge.kind=function", "judge.function=selm_ray.core.judging.functions:math_answer"])
         rm_cfg = load_config(None, ["judge.kind=reward_model", f"judge.reward_model={rm}"])

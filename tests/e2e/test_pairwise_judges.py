@@ -34,11 +34,11 @@ def ranker_path(smollm2_tokenizer, tmp_path_factory):
     return build_tiny_pairrm(tmp_path_factory.mktemp("pairrm") / "ranker", seed=0, tokenizer=smollm2_tokenizer)
 
 
-def test_ranker_and_llm_pairwise_judges_in_the_judge_pool(ranker_path, smollm2_path):
+def test_ranker_and_llm_pairwise_judges_in_the_judge_pool(ranker_path, smollm2_path, ray_address):
     from selm_ray.engines.pairrm import PairRanker
 
     rollouts = _rollouts()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.init(address=ray_address)
     try:
         t0 = time.time()
         rm_cfg = load_config(None, ["judge.kind=pairwise_rm", f"judge.ranker={ranker_path}"])

@@ -9,12 +9,13 @@ from selm_ray.core.config import load_config
 from selm_ray.core.selfinstruct import REASONS, PromptFilter
 
 
-def test_created_prompts_are_filtered_logged_answered_and_resumed(tmp_path, tiny_model_path):
+def test_created_prompts_are_filtered_logged_answered_and_resumed(tmp_path, tiny_model_path, ray_address):
     from selm_ray.run import runner
     from selm_ray.core.selfinstruct import rouge_l, words
 
     over = [f"model.path={tiny_model_path}", "create.enabled=true", "create.mix_ratio=0.5",
-            "create.max_new_tokens=12", "create.min_words=1", "create.max_attempts_factor=2"]
+            "create.max_new_tokens=12", "create.min_words=1", "create.max_attempts_factor=2",
+            f"cluster.address={ray_address}"]
     run_dir = tmp_path / "run"
     first = runner.train(load_config("jobs/configs/smoke.yaml", over + ["schedule.iterations=1"]), run_dir)
     assert first["learner_error"] is None

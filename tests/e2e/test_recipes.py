@@ -7,13 +7,14 @@ from selm_ray.core.config import load_config
 from selm_ray.ops.cli import main
 
 
-def test_ifeval_recipe_reports_accuracy_every_iteration(tmp_path, tiny_model_path):
+def test_ifeval_recipe_reports_accuracy_every_iteration(tmp_path, tiny_model_path, ray_address):
     from selm_ray.run import runner
 
     cfg = load_config("jobs/configs/ifeval-selm.yaml", [
         f"model.path={tiny_model_path}", "schedule.iterations=2", "schedule.prompts_per_iteration=8",
         "generation.max_new_tokens=16", "eval.max_new_tokens=16", "eval.instruction_max_prompts=6",
-        "learner.max_length=256", "cluster.threads_per_actor=1", "cluster.learner_threads=1"])
+        "learner.max_length=256", "cluster.threads_per_actor=1", "cluster.learner_threads=1",
+        f"cluster.address={ray_address}"])
     run_dir = tmp_path / "run"
     s = runner.train(cfg, run_dir)
     assert s["learner_error"] is None and s["prompts"] == 16 and s["policy_version"] == 2

@@ -16,6 +16,12 @@ from selm_ray.core.config import load_config
 SMOKE = "jobs/configs/smoke.yaml"
 
 
+@pytest.fixture
+def joined(ray_address):
+    """The run's own `cluster.address` path onto the session's shared head (tests/conftest.py)."""
+    return f"cluster.address={ray_address}"
+
+
 def _train(tmp_path, *overrides, controller_hook=None):
     from selm_ray.run import runner
 
@@ -38,13 +44,14 @@ def _served_ids(run_dir):
     return [r["pair_id"] for r in rows if r["reason"] == "served"]
 
 
-def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
+def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path, joined):
     labelled = tmp_path / "labelled.jsonl"  # the judge pool is scored on these after every iteration
     labelled.write_text("".join(json.dumps({"prompt": f"Name a colour ({i})", "chosen": "Blue.",
                                             "rejected": "I do not know."}) + "\n" for i in range(3)))
     prompts = tmp_path / "eval.jsonl"  # and the new policy is compared with the start on these
     prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("tea", "sea")))
-    s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}", f"eval.prompts={prompts}")
+    s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}", f"eval.prompts={prompts}",
+               joined)
     assert s["learner_error"] is None
     assert [(r["iteration"], r["policy_version"], r["prompts"]) for r in s["eval"]] == [(0, 1, 2), (1, 2, 2)]
     assert all(r["wins"] + r["ties"] + r["losses"] + r["failures"] == 2 and r["mean_tokens_policy"] > 0
@@ -75,14 +82,14 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path):
     assert stats[-1]["state"] == "done" and stats[-1]["buffer"]["pairs_in"] == s["pairs"]
 
 
-def test_dpo_lora_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path):
+def test_dpo_lora_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path, joined):
     """DPO with a LoRA learner (one run for both: a run's start-up is most of its cost here): no y_ref
     asked for, the engines get the merged weights, the checkpoint is a plain HF model that
     transformers and vLLM load."""
     from transformers import AutoModelForCausalLM
 
     s = _train(tmp_path, f"model.path={tiny_model_path}", "learner.loss=dpo", "learner.alpha=0",
-               "generation.ref_response=false", "learner.lora_rank=4", "learner.lora_alpha=8")
+               "generation.ref_response=false", "learner.lora_rank=4", "learner.lora_alpha=8", joined)
     assert s["learner_error"] is None and s["policy_version"] == 2 and s["learner_steps"] >= 4
     assert s["generators"][0]["version"] == 2
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
@@ -103,10 +110,10 @@ def test_dpo_lora_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(t
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["candidates"] == 4
 
 
-def test_async_schedule_with_ddp(tmp_path, tiny_model_path):
+def test_async_schedule_with_ddp(tmp_path, tiny_model_path, joined):
     s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.mode=async", "schedule.sync_every=1",
                "schedule.ref_update_every=2", "learner.engine=ddp", "buffer.max_policy_lag=1",
-               "judge.colocate=true")
+               "judge.colocate=true", joined)
     assert s["learner_error"] is None and s["learner_steps"] >= 2
     assert s["judges"] == [] and s["generators"][0]["candidates"] == s["candidates"]  # judged in place
     assert s["policy_version"] == s["learner_steps"]  # one publication per step
@@ -115,7 +122,7 @@ def test_async_schedule_with_ddp(tmp_path, tiny_model_path):
     assert all(int(lag) <= 1 for lag in b["lag_histogram"])
 
 
-def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_model_path):
+def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_model_path, joined):
     import ray
 
     killed = {}
@@ -130,7 +137,7 @@ def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_m
 
         threading.Thread(target=run, daemon=True).start()
 
-    s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.prompts_per_iteration=12",
+    s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.prompts_per_iteration=12", joined,
                controller_hook=chaos)
     assert killed, "the fault was never injected"
     assert s["learner_error"] is None and s["prompts"] == 24 and s["policy_version"] == 2
@@ -142,11 +149,11 @@ def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_m
     assert s["generators"][0]["version"] == 2  # the restarted generator caught up with the policy
 
 
-def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path):
+def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     from selm_ray.run import runner
     from selm_ray.learner import checkpoint
 
-    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1")
+    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", joined)
     run_dir = tmp_path / "run"
     assert first["learner_error"] is None and first["policy_version"] == 1
     ckpt = checkpoint.latest(run_dir)
@@ -154,7 +161,7 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path):
     assert state["step"] == first["learner_steps"] and state["iteration"] == 1
     assert (ckpt / "optimizer").is_dir()
 
-    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2"])
+    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined])
     second = runner.train(cfg, run_dir, resume=True)
     assert second["learner_error"] is None and second["policy_version"] == 2
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -174,6 +181,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
+    """The default config as `make demo`'s user runs it: its own local Ray, SmolLM2."""
     from selm_ray.run import runner
 
     cfg = load_config("jobs/configs/smollm2-cpu.yaml", ["schedule.iterations=1", "schedule.prompts_per_iteration=4",
@@ -210,12 +218,13 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     assert sorted(_served_ids(run_dir)) == sorted(ids)  # the buffer was drained into the learner
 
 
-def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model_path):
+def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model_path, joined):
     """Iterative schedule: the learner sits idle while an iteration is generated, which is the
     grow signal; the new generator joins at the current policy version and takes work."""
     s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=3", "schedule.prompts_per_iteration=16",
                "generation.max_new_tokens=48", "autoscale.enabled=true", "autoscale.interval_seconds=5",
-               "autoscale.grow_wait_fraction=0.2", "autoscale.max_generators=2", "autoscale.max_judges=1")
+               "autoscale.grow_wait_fraction=0.2", "autoscale.max_generators=2", "autoscale.max_judges=1",
+               joined)
     assert s["learner_error"] is None and s["prompts"] == 48
     grow = [e for e in s["pool_events"] if e["pool"] == "generator"]
     assert grow and (grow[0]["from"], grow[0]["to"]) == (1, 2) and grow[0]["reason"].startswith("autoscale: learner")

@@ -39,7 +39,7 @@ def sft_run(tmp_path_factory, tiny_model_path):
     return run, out
 
 
-def test_sft_lowers_loss_and_teaches_the_judge_format(sft_run, tiny_model_path):
+def test_sft_lowers_loss_and_teaches_the_judge_format(sft_run, tiny_model_path, ray_address):
     run, out = sft_run
     assert out.returncode == 0, out.stderr[-3000:]
     m1 = Path(out.stdout.strip().splitlines()[-1].removeprefix("M1: "))
@@ -52,7 +52,7 @@ def test_sft_lowers_loss_and_teaches_the_judge_format(sft_run, tiny_model_path):
 
     questions = [("What is 2 + 2?", "4."), ("Name a color of the sky.", "Blue."),
                  ("Who wrote Hamlet?", "Shakespeare."), ("What is water made of?", "Hydrogen and oxygen.")]
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.init(address=ray_address)
     try:
         before, after = _failure_rate(tiny_model_path, questions), _failure_rate(m1, questions)
     finally:
@@ -61,7 +61,8 @@ def test_sft_lowers_loss_and_teaches_the_judge_format(sft_run, tiny_model_path):
     assert after < before
 
 
-def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_path, tiny_model_path, sft_run):
+def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_path, tiny_model_path, sft_run,
+                                                                           ray_address):
     """The whole Self-Rewarding loop on the tiny model through the real runtime: SFT on IFT + EFT
     (M1), then 2 iterations that create prompts, answer them, judge with written verdicts
     (generate mode, the EFT-taught format) and train DPO on best-vs-worst pairs. The SFT stage is
@@ -76,7 +77,7 @@ def test_self_rewarding_smoke_sft_then_two_iterations_with_created_prompts(tmp_p
         f"model.path={tiny_model_path}", *SFT, "create.enabled=true", "create.mix_ratio=0.5",
         "create.max_new_tokens=24", "create.min_words=1", "create.max_attempts_factor=2",
         "judge.mode=generate", "judge.num_samples=2", "judge.max_new_tokens=48", "learner.loss=dpo",
-        "generation.num_candidates=4", "generation.temperature=1.0"])
+        "generation.num_candidates=4", "generation.temperature=1.0", f"cluster.address={ray_address}"])
     s = runner.train(cfg, tmp_path / "run")
     assert s["learner_error"] is None and s["policy_version"] == 2
     assert (tmp_path / "run" / "sft" / "checkpoints").is_dir()

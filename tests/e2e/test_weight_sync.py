@@ -21,10 +21,10 @@ def _scores(judge, rollouts):
     return [s.score for j in ray.get(judge.judge.remote(rollouts)) for s in j.scores]
 
 
-def test_update_weights_switches_engines_to_the_new_model(tmp_path, tiny_model_path, smollm2_tokenizer):
+def test_update_weights_switches_engines_to_the_new_model(tmp_path, tiny_model_path, smollm2_tokenizer, ray_address):
     other = build_tiny_causal_lm(tmp_path / "seed1", seed=1, tokenizer=smollm2_tokenizer)
     cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=12"])
-    ray.init(address="local", num_cpus=6, include_dashboard=False)
+    ray.init(address=ray_address)
     try:
         from safetensors.numpy import load_file
 
