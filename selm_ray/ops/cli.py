@@ -148,22 +148,22 @@ def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
     else:
         attach.connect(args.address)
         get = lambda: attach.snapshot(args.run)  # noqa: E731
-    if args.json:
-        print(json.dumps(get()), file=out)
-        return 0
     seen = False
     while True:
         try:
             snap = get()
         except attach.AttachError:
             if seen:  # it was live a moment ago: its controller is gone with the job
-                print("\nthe run has ended", file=out)
+                print("\nthe run has ended", file=sys.stderr if args.json else out)
                 return 0
             raise
         seen = True
-        if args.watch:
-            print("\x1b[H\x1b[2J", end="", file=out)  # redraw in place
-        print(render(snap), file=out, flush=True)
+        if args.json:  # with --watch: one JSON line per refresh, for scripts and monitors
+            print(json.dumps(snap), file=out, flush=True)
+        else:
+            if args.watch:
+                print("\x1b[H\x1b[2J", end="", file=out)  # redraw in place
+            print(render(snap), file=out, flush=True)
         if not args.watch:
             return 0
         try:
@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--run", type=_run_id, help="run id (default: the only live run)")
     st.add_argument("--watch", action="store_true", help="refresh in place until the run ends or Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
-    st.add_argument("--json", action="store_true", help="print one snapshot as JSON")
+    st.add_argument("--json", action="store_true", help="print the snapshot as one JSON line (with --watch: "
+                    "a line per refresh)")
     st.set_defaults(func=_cmd_stats)
 
     sc = sub.add_parser("scale", help="resize the generator / judge pools of a running job")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -97,7 +98,10 @@ def _submit(address, env, *args, submission_id=None):
 
 
 def _wait(address, env, job, timeout=900):
+    # one `ray job logs --follow` (it returns once the job has ended) instead of a status call
+    # every few seconds: each CLI call is ~1.6 s of CPU, taken from the job on a 2-core machine
     deadline = time.time() + timeout
+    _ray(env, "job", "logs", "--follow", "--address", address, job, timeout=timeout)
     while time.time() < deadline:
         out = _ray(env, "job", "status", "--address", address, job)
         text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # the CLI may colour its output
@@ -127,9 +131,11 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     sid = re.search(r"submitted (\S+)", ok.stdout).group(1)  # the run id, also the submission id
     assert sid.startswith("smoke-") and "ray job logs" in ok.stdout and f"--run {sid}" in ok.stdout
+
     status, logs = _wait(address, env, sid)
     assert status == "SUCCEEDED", logs[-3000:]
 
+    # one run at a time: two at once on 2 cores took longer than one after the other
     run_dir = tmp_path / "run"
     job = _submit(address, env, "--config", "jobs/configs/smoke.yaml", "--set", f"model.path={tiny_model_path}",
                   "--run-dir", str(run_dir))
@@ -161,15 +167,25 @@ def _poll(check, what, timeout=300):
 
 
 def _poll_stats(head, run, until, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        out = _selm(head.env, "stats", "--address", head.gcs, "--run", run, "--json")
-        if out.returncode == 0:
-            snap = json.loads(out.stdout.strip().splitlines()[-1])
-            if until(snap):
-                return snap
-        time.sleep(2)
-    raise AssertionError(f"{run}: stats never met the condition; last: {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    """The first snapshot of `selm-ray stats --watch --json` (one process, a JSON line a second)
+    that meets ``until``."""
+    proc = subprocess.Popen([sys.executable, "-m", "selm_ray.ops.cli", "stats", "--address", head.gcs, "--run", run,
+                             "--watch", "--json", "--interval", "1"], env=head.env, cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timer = threading.Timer(timeout, proc.kill)  # a stream that never meets it ends here
+    timer.start()
+    last = None
+    try:
+        for line in proc.stdout:
+            last = json.loads(line)
+            if until(last):
+                return last
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+    raise AssertionError(f"{run}: stats never met the condition within {timeout} s; last: {last} "
+                         f"{proc.stderr.read()[-1500:]}")
 
 
 def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path):
