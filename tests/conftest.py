@@ -99,7 +99,8 @@ def ray_address(tmp_path_factory) -> str:
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
                              "--node-ip-address=127.0.0.1", "--num-cpus=8", "--include-dashboard=false",
                              "--disable-usage-stats", "--block"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=heed_sigint)
     address = f"127.0.0.1:{port}"
     try:
         _wait_for_head(address, proc, log.name)
@@ -115,6 +116,12 @@ def _wait_for_head(address: str, proc: subprocess.Popen, log: str, timeout: floa
         assert proc.poll() is None, f"ray start --head exited: {Path(log).read_text()[-3000:]}"
         assert time.time() < deadline, f"the shared Ray head at {address} never took a client"
         time.sleep(1)
+
+
+def heed_sigint() -> None:
+    """A shell runs a background command with SIGINT ignored, and a child inherits that: the
+    head would then sit out the SIGINT that stops it (and wait for SIGTERM's ~30 s more)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:

@@ -48,7 +48,9 @@ def head(tmp_path_factory, selm_home):
                              # machine (a parallel session) may hold it, and jobs then never start
                              f"--dashboard-agent-listen-port={agent}",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            # SIGINT stops it (below): not ignored even when the suite runs in the background
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_for_dashboard(address, proc, env, log_path)
