@@ -3,7 +3,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import heed_sigint, stop_process_group  # tests/conftest.py: the shared head's helpers
 
 RAY = str(Path(sys.executable).parent / "ray")
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,27 +49,13 @@ def head(tmp_path_factory, selm_home):
                              f"--dashboard-agent-listen-port={agent}",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            # SIGINT stops it (below): not ignored even when the suite runs in the background
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=heed_sigint)
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_for_dashboard(address, proc, env, log_path)
         yield SimpleNamespace(address=address, env=env, gcs=f"127.0.0.1:{port}", metrics_port=metrics)
     finally:
-        _stop(proc)
-
-
-def _stop(proc):
-    # SIGINT: `ray start --block` stops its head in seconds; on SIGTERM it waits ~30 s more
-    for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 60), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        stop_process_group(proc)
 
 
 def _ray(env, *args, timeout=120):
