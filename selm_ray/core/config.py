@@ -347,8 +347,15 @@ class ClusterConfig(_Section):
     judge_slot: str | None = Field(None, description="Like generator_slot, for the judge pool.")
     learner_slot: str | None = Field(None, description="Like generator_slot, for the learner workers.")
     tensor_parallel_size: int = Field(1, description="vLLM tensor-parallel size of each engine.")
+    placement_timeout_s: float = Field(600.0, description=(
+        "At start, how long to wait for resources the cluster has but other work holds (or, with "
+        "wait_for_nodes, for nodes an autoscaler may add) before failing with what does not fit."))
+    wait_for_nodes: bool = Field(False, description=(
+        "An autoscaler may add nodes: a run that does not fit the nodes there are waits (up to "
+        "placement_timeout_s) instead of failing at once."))
 
     def _check_values(self) -> None:
+        _check(self.placement_timeout_s >= 0, "placement_timeout_s", f"must be >= 0, got {self.placement_timeout_s}")
         _check(self.num_generators >= 1, "num_generators", f"must be >= 1, got {self.num_generators}")
         _check(self.num_judges >= 1, "num_judges", f"must be >= 1, got {self.num_judges}")
         for name in ("generator_cpus", "judge_cpus", "learner_cpus", "kv_cache_gib"):

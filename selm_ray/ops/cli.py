@@ -23,8 +23,9 @@ def _late_errors() -> tuple[type, ...]:
     from selm_ray.ops.attach import AttachError
     from selm_ray.core.judging.functions import FunctionJudgeError
     from selm_ray.ops.report import ReportError
+    from selm_ray.run.fit import PlacementError
 
-    return (AttachError, FunctionJudgeError, ReportError)
+    return (AttachError, FunctionJudgeError, ReportError, PlacementError)
 
 
 def _run_id(value: str) -> str:

@@ -61,10 +61,13 @@ def sft_only(cfg: Config, run_dir: Path | None = None) -> Path:
     """`selm-ray sft`: only the SFT stage, on a local Ray (or the configured cluster)."""
     import ray
 
+    from selm_ray.run.fit import ensure_fits
+
     run_id = new_run_id(f"{cfg.run.name}-sft")
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
     _init_ray(cfg, namespace=run_id)
     try:
+        ensure_fits(cfg, lambda msg: print(f"sft: {msg}", flush=True))
         return run_sft(cfg, run_dir)
     finally:
         ray.shutdown()
@@ -91,6 +94,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     from selm_ray.run.controller import Controller
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
+    from selm_ray.run.fit import ensure_fits
 
     run_id = run_id or new_run_id(cfg.run.name)
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
@@ -99,6 +103,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     _init_ray(cfg, namespace=run_id)
     print(f"run {run_id}: namespace {run_id}, directory {run_dir}", flush=True)
     try:
+        ensure_fits(cfg, lambda msg: print(f"run {run_id}: {msg}", flush=True))  # before anything starts
         if cfg.sft.enabled:  # M1 first (Self-Rewarding); the preference iterations start from it
             cfg = with_model(cfg, run_sft(cfg, run_dir))
         ctl = Controller(cfg, run_dir, run_id, resume=resume)

@@ -44,14 +44,31 @@ def _served_ids(run_dir):
     return [r["pair_id"] for r in rows if r["reason"] == "served"]
 
 
-def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path, joined):
+def test_selm_two_iterations_deepspeed_survive_killed_generator_and_buffer(tmp_path, tiny_model_path, joined):
+    """One SELM run (a run's start-up is most of its cost) checks the loop's results and, with a
+    generator and the buffer killed mid-run, that no judged pair is lost or duplicated."""
+    import ray
+
+    killed = {}
+
+    def chaos(ctl):
+        def run():
+            while ctl.counters.pairs < 4:
+                time.sleep(0.1)
+            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts both (max_restarts)
+            ray.kill(ctl.buffer, no_restart=False)
+            killed["at_pairs"] = ctl.counters.pairs
+
+        threading.Thread(target=run, daemon=True).start()
+
     labelled = tmp_path / "labelled.jsonl"  # the judge pool is scored on these after every iteration
     labelled.write_text("".join(json.dumps({"prompt": f"Name a colour ({i})", "chosen": "Blue.",
                                             "rejected": "I do not know."}) + "\n" for i in range(3)))
     prompts = tmp_path / "eval.jsonl"  # and the new policy is compared with the start on these
     prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("tea", "sea")))
     s = _train(tmp_path, f"model.path={tiny_model_path}", f"judge.eval_data={labelled}", f"eval.prompts={prompts}",
-               joined)
+               joined, controller_hook=chaos)
+    assert killed, "the fault was never injected"
     assert s["learner_error"] is None
     assert [(r["iteration"], r["policy_version"], r["prompts"]) for r in s["eval"]] == [(0, 1, 2), (1, 2, 2)]
     assert all(r["wins"] + r["ties"] + r["losses"] + r["failures"] == 2 and r["mean_tokens_policy"] > 0
@@ -60,10 +77,13 @@ def test_selm_two_iterations_deepspeed(tmp_path, tiny_model_path, joined):
     assert all(r["judge"] == "self:expected" for r in s["judge_eval"])
     assert s["prompts"] == 16 and s["pairs"] >= 8
     assert s["learner_steps"] >= 4 and s["policy_version"] == 2
+    # the restarted generator caught up with the policy
     assert all(g["version"] == 2 for g in s["generators"]) and all(j["version"] == 2 for j in s["judges"])
     run_dir = tmp_path / "run"
-    # every judged pair was trained on exactly once
-    assert sorted(_served_ids(run_dir)) == sorted(_pair_ids(run_dir)) and len(set(_pair_ids(run_dir))) == s["pairs"]
+    # every judged pair was trained on exactly once, the kills notwithstanding
+    ids = _pair_ids(run_dir)
+    assert len(ids) == len(set(ids)) == s["pairs"]  # nothing duplicated on disk
+    assert sorted(_served_ids(run_dir)) == sorted(ids)
     # the generator serves exactly the weights the learner saved (vLLM fuses qkv/gate_up, sums survive)
     ckpt = s["checkpoint"]
     gen_sum = s["generators"][0]["weights_checksum"]
@@ -120,33 +140,6 @@ def test_async_schedule_with_ddp(tmp_path, tiny_model_path, joined):
     b = s["buffer"]
     assert b["served"] + b["dropped_stale"] + b["left"] == s["pairs"]
     assert all(int(lag) <= 1 for lag in b["lag_histogram"])
-
-
-def test_killed_generator_and_buffer_lose_and_duplicate_no_pair(tmp_path, tiny_model_path, joined):
-    import ray
-
-    killed = {}
-
-    def chaos(ctl):
-        def run():
-            while ctl.counters.pairs < 4:
-                time.sleep(0.1)
-            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts both (max_restarts)
-            ray.kill(ctl.buffer, no_restart=False)
-            killed["at_pairs"] = ctl.counters.pairs
-
-        threading.Thread(target=run, daemon=True).start()
-
-    s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.prompts_per_iteration=12", joined,
-               controller_hook=chaos)
-    assert killed, "the fault was never injected"
-    assert s["learner_error"] is None and s["prompts"] == 24 and s["policy_version"] == 2
-    run_dir = tmp_path / "run"
-    ids = _pair_ids(run_dir)
-    assert len(ids) == len(set(ids)) == s["pairs"]  # nothing duplicated on disk
-    served = _served_ids(run_dir)
-    assert sorted(served) == sorted(ids)  # every judged pair reached the learner exactly once
-    assert s["generators"][0]["version"] == 2  # the restarted generator caught up with the policy
 
 
 def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
@@ -229,3 +222,34 @@ def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model
     grow = [e for e in s["pool_events"] if e["pool"] == "generator"]
     assert grow and (grow[0]["from"], grow[0]["to"]) == (1, 2) and grow[0]["reason"].startswith("autoscale: learner")
     assert len(s["generators"]) == 2 and all(g["calls"] > 0 and g["version"] == 3 for g in s["generators"])
+
+
+def test_a_run_that_does_not_fit_fails_at_once_and_one_that_finds_cpus_held_gives_up_in_time(
+        tmp_path, tiny_model_path, ray_address, joined):
+    """The shared head has 8 CPUs (tests/conftest.py). A run asking for 10 fails before it starts
+    anything, naming each request; one that fits but finds 7 CPUs held by other work waits for
+    cluster.placement_timeout_s, then fails with a named error (exit 2 from the CLI), never a hang."""
+    import ray
+
+    from selm_ray.run.fit import PlacementError
+
+    with pytest.raises(PlacementError, match=r"generator x1 \(CPU 6 each\); judge x1 \(CPU 3 each\); "
+                                             r"learner worker x1 \(CPU 1 each\) = CPU 10 in all"):
+        _train(tmp_path, f"model.path={tiny_model_path}", "cluster.generator_cpus=6", "cluster.judge_cpus=3", joined)
+    assert not (tmp_path / "run" / "buffer").exists()  # nothing was started
+
+    ray.init(address=ray_address, namespace="holder")
+    try:
+        holder = ray.remote(num_cpus=7)(type("Holder", (), {"ping": lambda self: 1})).remote()
+        assert ray.get(holder.ping.remote()) == 1
+        t0 = time.time()
+        out = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--set",
+                              f"model.path={tiny_model_path}", "--set", joined, "--set",
+                              "cluster.placement_timeout_s=3", "--run-dir", str(tmp_path / "held")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2, out.stderr[-3000:]
+        assert "gave up after cluster.placement_timeout_s=3 s" in out.stderr and "short of CPU 2" in out.stderr
+        assert "other work holds it now" in out.stdout  # said while it waited
+        assert time.time() - t0 < 120
+    finally:
+        ray.shutdown()
