@@ -25,6 +25,9 @@ class BufferActor:
     async def cursor(self) -> int:
         return self.buffer.cursor()
 
+    async def rewind(self, cursor: int) -> int:
+        return self.buffer.rewind(cursor)
+
     async def size(self) -> int:
         return len(self.buffer)
 

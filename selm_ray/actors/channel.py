@@ -23,6 +23,7 @@ class LearnerChannel:
         self._metrics: list[dict[str, Any]] = []
         self.publish_seconds: list[float] = []
         self.wait_seconds = 0.0  # the learner's time waiting on the buffer
+        self.starts = 0  # learner worker-group starts; more than one = restarts after failures
 
     # controller side ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -34,7 +35,7 @@ class LearnerChannel:
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "step": self.step, "iteration": self.iteration,
                 "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error,
-                "wait_seconds": self.wait_seconds}
+                "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1)}
 
     def latest_weights(self) -> tuple[int, list[Any] | None]:
         return self.version, self.weights
@@ -44,6 +45,11 @@ class LearnerChannel:
         return out
 
     # learner side ---------------------------------------------------------------------------------
+    def learner_start(self) -> int:
+        """Called by rank 0 as the worker group starts; returns how many starts came before."""
+        self.starts += 1
+        return self.starts - 1
+
     def poll(self) -> dict[str, Any]:
         return {"stop": self.stop_requested, "generation_done_iteration": self.generation_done_iteration}
 

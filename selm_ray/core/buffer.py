@@ -39,6 +39,7 @@ class BufferStats:
     evicted: int = 0
     dropped_stale: int = 0
     reloaded: int = 0
+    rewound: int = 0  # consumed-log rows undone for learner restarts (their pairs were served again)
     lag_histogram: dict[int, int] = field(default_factory=dict)  # lag -> pairs served at that lag
     mean_chosen_score: float | None = None
     mean_rejected_score: float | None = None
@@ -62,6 +63,7 @@ class ReplayBuffer:
         self._served_pairs: list[PreferencePair] = []  # recent served, for score/length figures
         self._pairs_log = self._consumed_log = None
         self._consumed_rows = 0
+        self._dir = None if directory is None else Path(directory)
         if directory is not None:
             d = Path(directory)
             d.mkdir(parents=True, exist_ok=True)
@@ -152,6 +154,29 @@ class ReplayBuffer:
         """Rows in the consumed log so far: a checkpoint records it, a resume truncates back to it."""
         return self._consumed_rows
 
+    def rewind(self, cursor: int) -> int:
+        """Undo every exit logged after the first ``cursor`` consumed rows: a learner restarted from
+        a checkpoint lost the training on what it was served since, so those pairs wait again, in
+        their original order. Returns how many rows were undone."""
+        if self._dir is None or self._consumed_log is None:
+            raise RuntimeError("rewind needs the buffer's directory (its consumed log)")
+        self._consumed_log.close()
+        removed = _truncate(self._dir / CONSUMED_FILE, cursor)
+        s = self.stats_
+        for row in removed:
+            if row.get("reason") == "served":
+                s.served -= 1
+            elif row.get("reason") == "stale":
+                s.dropped_stale -= 1
+            elif row.get("reason") == "evicted":
+                s.evicted -= 1
+        reloaded = s.reloaded
+        self._waiting.clear()
+        self._reload(self._dir)  # the waiting set, exactly as a restarted buffer would rebuild it
+        s.reloaded, s.rewound = reloaded, s.rewound + len(removed)
+        self._consumed_log = AppendLog(self._dir / CONSUMED_FILE)
+        return len(removed)
+
     def __len__(self) -> int:
         return len(self._waiting)
 
@@ -187,11 +212,15 @@ def _version_key(pair: PreferencePair) -> int:
 def rewind(directory: str | Path, cursor: int) -> int:
     """Truncate a buffer's consumed log to its first ``cursor`` rows (resume from a checkpoint):
     pairs served after the checkpoint wait again, since the training on them was lost."""
-    path = Path(directory) / CONSUMED_FILE
+    return len(_truncate(Path(directory) / CONSUMED_FILE, cursor))
+
+
+def _truncate(path: Path, cursor: int) -> list[dict]:
+    """Keep a log's first ``cursor`` rows (atomically); returns the rows cut off."""
     rows = read_log(path).rows
     if len(rows) <= cursor:
-        return 0
+        return []
     tmp = path.with_suffix(".rewind")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows[:cursor]))
     os.replace(tmp, path)
-    return len(rows) - cursor
+    return rows[cursor:]

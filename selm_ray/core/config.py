@@ -280,6 +280,9 @@ class LearnerConfig(_Section):
         "async: learner steps between checkpoints (iterative: each iteration)."))
     keep_checkpoints: int = Field(0, description=(
         "How many complete checkpoints to keep (the newest ones); 0 keeps all."))
+    max_restarts: int = Field(2, description=(
+        "Learner worker-group failures survived (Ray Train's FailureConfig): the group restarts from "
+        "the newest checkpoint and the buffer serves again the pairs served since it."))
     ref_logps_from_engine: bool = Field(True, description=(
         "Take log pi_ref(y|x) from the engine that sampled y when that engine served the reference "
         "policy (the iterative schedule): no reference forward pass on the learner for those batches."))
@@ -295,6 +298,7 @@ class LearnerConfig(_Section):
     def _check_values(self) -> None:
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", f"must be >= 0, got {self.keep_checkpoints}")
+        _check(self.max_restarts >= 0, "max_restarts", f"must be >= 0, got {self.max_restarts}")
         _check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         _check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
         _check(not (self.loss == "selm" and self.alpha == 0), "alpha",

@@ -93,13 +93,15 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
     return metrics
 
 
-def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int) -> None:
-    """New policy version -> object store -> channel (controller forwards it to the engines)."""
+def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int, bump: bool = True) -> None:
+    """New policy version -> object store -> channel (controller forwards it to the engines).
+    ``bump=False`` sends the current version again (a restarted rank 0: the object its dead
+    predecessor put is gone with it, and a restarting engine would fetch it)."""
     import ray
 
     t0 = time.time()
     sd = engine.full_state_dict()  # collective under ZeRO-3
-    st.version += 1
+    st.version += int(bump)
     if rank == 0:
         # numpy arrays are read zero-copy from the object store on the receiving side
         ref = ray.put({k: v.numpy() for k, v in sd.items()})
@@ -148,16 +150,47 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     return cfg, rank, world, models, TrainEngine(models, cfg.learner, world)
 
 
+def _restart_point(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Where this worker group starts: the newest complete checkpoint of the run, if any (a group
+    Ray Train restarted after a failure, or a resumed run), else the configured model."""
+    newest = checkpoint.latest(Path(loop_config["run_dir"]))
+    if newest is None:
+        return loop_config
+    return {**loop_config, "model_path": str(newest), "resume_from": str(newest)}
+
+
+def _after_restart(st: LearnerState, engine: TrainEngine, buffer: Any, channel: Any, rank: int, world: int,
+                   cursor: int, resumed: bool) -> None:
+    """A restarted group: the pairs served since its checkpoint wait in the buffer again (their
+    training was lost with the old group), and the checkpoint's weights are published anew."""
+    import ray
+
+    from selm_ray.actors.launch import call_with_retry
+
+    starts = _broadcast(ray.get(channel.learner_start.remote()) if rank == 0 else None, world)
+    if starts == 0:
+        return  # the first start: a resume already rewound the buffer before it began
+    if resumed:
+        _publish(engine, st, channel, rank, bump=False)
+    if rank == 0:
+        undone = call_with_retry(buffer.rewind, cursor)
+        ray.get(channel.report.remote({"event": "learner_restart", "restarts": starts, "from_step": st.step,
+                                       "version": st.version, "pairs_served_again": undone}))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    loop_config = _restart_point(loop_config)
     cfg, rank, world, models, engine = setup_worker(loop_config)
     buffer, channel = loop_config["buffer"], loop_config["channel"]
     run_dir = Path(loop_config["run_dir"])
-    st, phase_steps = LearnerState(), _phase_steps(cfg, world)
+    st, phase_steps, cursor = LearnerState(), _phase_steps(cfg, world), 0
     resume = loop_config.get("resume_from")
     if resume:  # the model path above IS that checkpoint; now its optimizer and counters
         engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
         saved = checkpoint.load_state(Path(resume))
         st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__ if k in saved})
+        cursor = saved.get("buffer_cursor", 0)
+    _after_restart(st, engine, buffer, channel, rank, world, cursor, bool(resume))
     save = lambda: _checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank, buffer)  # noqa: E731
     try:
         _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps, save)
@@ -194,11 +227,14 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 waited = 0.0
             continue
         if d.kind == "end_iteration":
-            _publish(engine, st, channel, rank)
+            st.version += 1
             if refresh_reference(engine.models):
                 st.ref_version = st.version  # pi_ref of the next iteration = what generators now serve
             st.iteration, st.phase_step = st.iteration + 1, 0
-            save()  # every iteration boundary is a resumable point
+            # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
+            # that fails in between restarts from (and publishes again) exactly this version
+            save()
+            _publish(engine, st, channel, rank, bump=False)
             if rank == 0:
                 ray.get(channel.report.remote({"event": "iteration_end", "step": st.step,
                                                "iteration": st.iteration, "version": st.version}))

@@ -22,7 +22,7 @@ def learner_env(cfg: Config) -> dict[str, str]:
 
 
 def _torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], run_dir: Path, name: str) -> Any:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = cfg.cluster.learner_gpus > 0
@@ -37,7 +37,9 @@ def _torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], run_dir:
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # a failed worker group is restarted (the loop then starts from the newest checkpoint)
         run_config=RunConfig(storage_path=str((run_dir / "ray_train").resolve()), name=name,
+                             failure_config=FailureConfig(max_failures=cfg.learner.max_restarts),
                              worker_runtime_env={"env_vars": learner_env(cfg)}),
     )
 

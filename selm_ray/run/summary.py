@@ -33,6 +33,7 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "mean_chosen_score": _mean(c.chosen_scores), "mean_rejected_score": _mean(c.rejected_scores),
         "learner_steps": state["step"], "policy_version": state["version"],
         "checkpoint": state["checkpoint"], "learner_error": state["error"], "retries": c.retries,
+        "learner_restarts": state["restarts"],
         "buffer": {"served": stats.served, "dropped_stale": stats.dropped_stale, "left": stats.size,
                    "duplicates": stats.duplicates, "lag_histogram": stats.lag_histogram},
         "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,

@@ -102,15 +102,57 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_and_buffer(tmp_p
     assert stats[-1]["state"] == "done" and stats[-1]["buffer"]["pairs_in"] == s["pairs"]
 
 
-def test_dpo_lora_two_iterations_and_checkpoint_loads_in_transformers_and_vllm(tmp_path, tiny_model_path, joined):
-    """DPO with a LoRA learner (one run for both: a run's start-up is most of its cost here): no y_ref
+def _kill_learner_after_first_step_of_iteration_2(ctl, killed):
+    """kill -9 of the Ray Train worker process once it trained a step past its first checkpoint."""
+    import os
+    import signal
+
+    import ray
+    from ray.util.state import list_actors
+
+    def run():
+        while True:
+            st = ray.get(ctl.ctx.channel.state.remote())
+            if st["version"] >= 1 and st["iteration"] >= 1 and st["step"] > killed.setdefault("v1_step", st["step"]):
+                break
+            if st["version"] < 1:
+                killed.pop("v1_step", None)
+            time.sleep(0.05)
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        os.kill(workers[0].pid, signal.SIGKILL)
+        killed["at_step"] = st["step"]
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_in_transformers_and_vllm(
+        tmp_path, tiny_model_path, joined):
+    """DPO with a LoRA learner (one run for all: a run's start-up is most of its cost here): no y_ref
     asked for, the engines get the merged weights, the checkpoint is a plain HF model that
-    transformers and vLLM load."""
+    transformers and vLLM load; and a kill -9 of the learner worker mid-iteration restarts it from
+    its checkpoint, with the pairs it was served since then served again, each trained on once."""
     from transformers import AutoModelForCausalLM
 
+    killed = {}
     s = _train(tmp_path, f"model.path={tiny_model_path}", "learner.loss=dpo", "learner.alpha=0",
-               "generation.ref_response=false", "learner.lora_rank=4", "learner.lora_alpha=8", joined)
+               "generation.ref_response=false", "learner.lora_rank=4", "learner.lora_alpha=8", joined,
+               controller_hook=lambda ctl: _kill_learner_after_first_step_of_iteration_2(ctl, killed))
+    assert "at_step" in killed, "the learner was never killed"
     assert s["learner_error"] is None and s["policy_version"] == 2 and s["learner_steps"] >= 4
+    assert s["learner_restarts"] == 1
+    run_dir = tmp_path / "run"
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    restart = [m for m in metrics if m.get("event") == "learner_restart"]
+    assert len(restart) == 1 and restart[0]["from_step"] == killed["v1_step"] and restart[0]["version"] == 1
+    assert restart[0]["pairs_served_again"] >= 1  # the step trained after the checkpoint was lost
+    # steps after the restart continue from the checkpoint's step
+    steps = [m["step"] for m in metrics if "loss" in m]
+    again = metrics.index(restart[0])
+    after = [m["step"] for m in metrics[again:] if "loss" in m]
+    assert after and after == list(range(killed["v1_step"] + 1, after[-1] + 1)) and after[-1] == s["learner_steps"]
+    assert len(steps) > s["learner_steps"]  # the lost step was reported once before the kill
+    ids = _pair_ids(run_dir)
+    assert sorted(_served_ids(run_dir)) == sorted(ids) and len(set(ids)) == s["pairs"]
     assert s["generators"][0]["version"] == 2
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["ref_response"] is None for p in pairs)  # DPO asked for no y_ref

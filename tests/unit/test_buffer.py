@@ -123,3 +123,25 @@ def test_buffer_keeps_the_pair_acknowledged_after_a_torn_tail(tmp_path):
     assert [r["pair_id"] for r in rows] == ["p0", "p1"]
     b3 = ReplayBuffer(tmp_path, capacity=10)
     assert sorted(p.pair_id for p in b3.sample(10, 0)) == ["p0", "p1"]
+
+
+def test_rewind_serves_again_what_was_served_after_a_cursor_in_order_and_on_reload(tmp_path):
+    """A learner restarted from a checkpoint: pairs served after the checkpoint's cursor wait
+    again (their training was lost), first in line, once each; a reload agrees."""
+    b = ReplayBuffer(tmp_path)
+    b.add([_pair(i) for i in range(6)])
+    assert _ids(b.sample(2, learner_version=0)) == ["p0", "p1"]
+    cursor = b.cursor()  # a checkpoint here
+    assert _ids(b.sample(2, learner_version=0)) == ["p2", "p3"]
+    assert b.rewind(cursor) == 2
+    s = b.stats()
+    assert (s.served, s.rewound, s.size) == (2, 2, 4)
+    assert _ids(b.sample(3, learner_version=0)) == ["p2", "p3", "p4"]
+    b.close()
+    again = ReplayBuffer(tmp_path)
+    assert _ids(again.sample(10, learner_version=0)) == ["p5"]
+    served = [json.loads(line)["pair_id"] for line in (tmp_path / CONSUMED_FILE).read_text().splitlines()]
+    assert served == ["p0", "p1", "p2", "p3", "p4", "p5"]  # each once in the log, the undone rows gone
+    assert ReplayBuffer(None).add([_pair(0)]) == 1
+    with pytest.raises(RuntimeError, match="needs the buffer's directory"):
+        ReplayBuffer(None).rewind(0)
