@@ -24,6 +24,7 @@ class LearnerChannel:
         self.publish_seconds: list[float] = []
         self.wait_seconds = 0.0  # the learner's time waiting on the buffer
         self.starts = 0  # learner worker-group starts; more than one = restarts after failures
+        self.learner_pid: int | None = None  # rank 0's process (its node's), for operators
 
     # controller side ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -35,7 +36,8 @@ class LearnerChannel:
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "step": self.step, "iteration": self.iteration,
                 "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error,
-                "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1)}
+                "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1),
+                "learner_pid": self.learner_pid}
 
     def latest_weights(self) -> tuple[int, list[Any] | None]:
         return self.version, self.weights
@@ -45,9 +47,10 @@ class LearnerChannel:
         return out
 
     # learner side ---------------------------------------------------------------------------------
-    def learner_start(self) -> int:
+    def learner_start(self, pid: int | None = None) -> int:
         """Called by rank 0 as the worker group starts; returns how many starts came before."""
         self.starts += 1
+        self.learner_pid = pid
         return self.starts - 1
 
     def poll(self) -> dict[str, Any]:

@@ -167,7 +167,9 @@ def _after_restart(st: LearnerState, engine: TrainEngine, buffer: Any, channel: 
 
     from selm_ray.actors.launch import call_with_retry
 
-    starts = _broadcast(ray.get(channel.learner_start.remote()) if rank == 0 else None, world)
+    import os
+
+    starts = _broadcast(ray.get(channel.learner_start.remote(os.getpid())) if rank == 0 else None, world)
     if starts == 0:
         return  # the first start: a resume already rewound the buffer before it began
     if resumed:

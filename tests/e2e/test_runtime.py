@@ -108,7 +108,6 @@ def _kill_learner_after_first_step_of_iteration_2(ctl, killed):
     import signal
 
     import ray
-    from ray.util.state import list_actors
 
     def run():
         while True:
@@ -118,8 +117,7 @@ def _kill_learner_after_first_step_of_iteration_2(ctl, killed):
             if st["version"] < 1:
                 killed.pop("v1_step", None)
             time.sleep(0.05)
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-        os.kill(workers[0].pid, signal.SIGKILL)
+        os.kill(st["learner_pid"], signal.SIGKILL)  # the worker's own process: this machine is its node
         killed["at_step"] = st["step"]
 
     threading.Thread(target=run, daemon=True).start()
