@@ -16,8 +16,8 @@ class BufferActor:
         return self.buffer.add(pairs)
 
     async def sample(self, batch_size: int, learner_version: int, max_policy_lag: int | None = None,
-                     min_size: int = 1) -> list[PreferencePair]:
-        return self.buffer.sample(batch_size, learner_version, max_policy_lag, min_size)
+                     min_size: int = 1, request_id: str | None = None) -> list[PreferencePair]:
+        return self.buffer.sample(batch_size, learner_version, max_policy_lag, min_size, request_id)
 
     async def stats(self) -> BufferStats:
         return self.buffer.stats()

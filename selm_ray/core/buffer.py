@@ -6,7 +6,10 @@ Lifecycle of a pair: added (durably logged first) -> waiting -> served | evicted
   ``<dir>/consumed.jsonl``. A new buffer on the same directory reloads exactly the waiting pairs.
 - Exactly once: a pair id seen before (this run, or in the reloaded logs) is ignored by ``add``,
   so a retried judge call cannot duplicate a pair; a served pair is not served again unless
-  ``replay`` is on (then it goes to the back of the queue).
+  ``replay`` is on (then it goes to the back of the queue). ``sample`` with the ``request_id`` of
+  the previous call returns that call's batch again, also after a restart (the served rows carry
+  the request id): a learner whose reply was lost with a dead buffer re-sends and gets the same
+  pairs, never a second batch while the first is marked served and never trained on.
 - Staleness: a pair whose oldest generating policy version lags the learner's version by more
   than ``max_policy_lag`` is never served; it is dropped and counted at sampling time.
 - Capacity: above it, ``fifo`` evicts the oldest waiting pair, ``oldest_version`` the pair with the
@@ -63,6 +66,7 @@ class ReplayBuffer:
         self._served_pairs: list[PreferencePair] = []  # recent served, for score/length figures
         self._pairs_log = self._consumed_log = None
         self._consumed_rows = 0
+        self._last_request: tuple[str | None, list[PreferencePair]] = (None, [])
         self._dir = None if directory is None else Path(directory)
         if directory is not None:
             d = Path(directory)
@@ -75,18 +79,24 @@ class ReplayBuffer:
         consumed = read_log(d / CONSUMED_FILE).rows
         self._consumed_rows = len(consumed)
         gone = {row["pair_id"] for row in consumed if not row.get("replay")}
+        last = next((r["request"] for r in reversed(consumed) if r.get("request") is not None), None)
+        last_ids = [r["pair_id"] for r in consumed if last is not None and r.get("request") == last]
+        by_id = {}
         for row in read_log(d / PAIRS_FILE).rows:
             pair = PreferencePair.from_row(row)
             self._seen.add(pair.pair_id)
+            by_id[pair.pair_id] = pair
             if pair.pair_id not in gone:
                 self._waiting[pair.pair_id] = pair
+        self._last_request = (last, [by_id[i] for i in last_ids if i in by_id])
         self.stats_.reloaded = len(self._waiting)
 
-    def _log_exit(self, pairs: list[PreferencePair], reason: str) -> None:
+    def _log_exit(self, pairs: list[PreferencePair], reason: str, request: str | None = None) -> None:
         self._consumed_rows += len(pairs)
         if self._consumed_log is not None:
+            extra = {"request": request} if request is not None else {}
             self._consumed_log.append({"pair_id": p.pair_id, "reason": reason, "replay": self.replay and
-                                       reason == "served"} for p in pairs)
+                                       reason == "served", **extra} for p in pairs)
 
     # -- operations -----------------------------------------------------------------------------
     def add(self, pairs: Iterable[PreferencePair]) -> int:
@@ -119,12 +129,15 @@ class ReplayBuffer:
         self._log_exit(victims, "evicted")
 
     def sample(self, batch_size: int, learner_version: int, max_policy_lag: int | None = None,
-               min_size: int = 1) -> list[PreferencePair]:
+               min_size: int = 1, request_id: str | None = None) -> list[PreferencePair]:
         """Up to ``batch_size`` fresh-enough pairs, oldest first; stale ones are dropped and counted.
 
         With fewer than ``min_size`` pairs waiting, returns [] and touches nothing (the learner
-        waits for a full batch while generation is still running).
+        waits for a full batch while generation is still running). The same ``request_id`` as the
+        previous call that returned pairs: that batch again (a re-sent request), nothing consumed.
         """
+        if request_id is not None and request_id == self._last_request[0]:
+            return list(self._last_request[1])
         if len(self._waiting) < min_size:
             return []
         lag_bound = self.max_policy_lag if max_policy_lag is None else max_policy_lag
@@ -146,7 +159,9 @@ class ReplayBuffer:
         self.stats_.dropped_stale += len(stale)
         self.stats_.served += len(batch)
         self._log_exit(stale, "stale")
-        self._log_exit(batch, "served")
+        self._log_exit(batch, "served", request_id)
+        if batch:
+            self._last_request = (request_id, list(batch))
         self._served_pairs = (self._served_pairs + batch)[-512:]
         return batch
 

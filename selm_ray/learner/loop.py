@@ -48,8 +48,9 @@ def _broadcast(obj: Any, world: int) -> Any:
     return box[0]
 
 
-def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int) -> Decision:
-    """Rank 0 only: what every rank does next."""
+def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int, request_id: str) -> Decision:
+    """Rank 0 only: what every rank does next. ``request_id`` is new for every call: a re-sent
+    sample (the buffer died before replying) gets the same batch back, not a second one."""
     import ray
 
     from selm_ray.actors.launch import call_with_retry
@@ -60,7 +61,7 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
     draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
     if cfg.schedule.mode == "sequential" and not draining:
         return Decision("wait")  # strictly after generation and judging (benchmark baseline)
-    pairs = call_with_retry(buffer.sample, want, st.version, None, 1 if draining else want)
+    pairs = call_with_retry(buffer.sample, want, st.version, None, 1 if draining else want, request_id)
     if pairs:
         return Decision("train", pairs)
     if iterative and draining and not poll["stop"]:
@@ -215,10 +216,14 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
          rank: int, world: int, phase_steps: int, save: Any) -> None:
     import ray
 
+    import uuid
+
     sched = cfg.schedule
     waited = 0.0  # seconds spent waiting on the buffer, not yet reported
+    group, calls = uuid.uuid4().hex[:8], 0  # request ids: unique to this worker group's start
     while True:
-        d = _broadcast(_decide(cfg, st, buffer, channel, world) if rank == 0 else None, world)
+        calls += 1
+        d = _broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}") if rank == 0 else None, world)
         if d.kind == "stop":
             return
         if d.kind == "wait":

@@ -145,3 +145,22 @@ def test_rewind_serves_again_what_was_served_after_a_cursor_in_order_and_on_relo
     assert ReplayBuffer(None).add([_pair(0)]) == 1
     with pytest.raises(RuntimeError, match="needs the buffer's directory"):
         ReplayBuffer(None).rewind(0)
+
+
+def test_a_resent_sample_gets_the_same_batch_even_after_a_restart(tmp_path):
+    """The buffer marks a batch served, then dies before its reply: the learner re-sends the same
+    request to the restarted buffer and must get that batch, not a second one (the first would be
+    marked served and never trained on)."""
+    b = ReplayBuffer(tmp_path)
+    b.add([_pair(i) for i in range(6)])
+    first = b.sample(2, learner_version=0, request_id="g-1")
+    assert _ids(first) == ["p0", "p1"] and _ids(b.sample(2, 0, request_id="g-1")) == ["p0", "p1"]
+    assert b.stats().served == 2  # the re-sent call consumed nothing
+    assert _ids(b.sample(2, 0, request_id="g-2")) == ["p2", "p3"]
+    b.close()
+    restarted = ReplayBuffer(tmp_path)  # what a restarted actor does: reload from the logs
+    assert _ids(restarted.sample(2, 0, request_id="g-2")) == ["p2", "p3"]
+    assert _ids(restarted.sample(2, 0, request_id="g-3")) == ["p4", "p5"]
+    served = [json.loads(line)["pair_id"] for line in (tmp_path / CONSUMED_FILE).read_text().splitlines()]
+    assert served == ["p0", "p1", "p2", "p3", "p4", "p5"]  # each served once
+    assert _ids(restarted.sample(2, 0)) == []  # no request id: plain sampling (nothing left)
