@@ -268,6 +268,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if rank == 0:
             if st.step == 1:
                 metrics["node"] = ray.get_runtime_context().get_node_id()
-            metrics.update(step=st.step, iteration=st.iteration, version=st.version,
+            # pair_ids: the learner's own record of what it trained on (exactly-once checks)
+            metrics.update(step=st.step, iteration=st.iteration, version=st.version, pair_ids=[p.pair_id for p in d.pairs],
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))
             ray.get(channel.report.remote(metrics))

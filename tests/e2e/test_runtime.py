@@ -44,9 +44,9 @@ def _served_ids(run_dir):
     return [r["pair_id"] for r in rows if r["reason"] == "served"]
 
 
-def test_selm_two_iterations_deepspeed_survive_killed_generator_and_buffer(tmp_path, tiny_model_path, joined):
+def test_selm_two_iterations_deepspeed_survive_killed_generator_judge_and_buffer(tmp_path, tiny_model_path, joined):
     """One SELM run (a run's start-up is most of its cost) checks the loop's results and, with a
-    generator and the buffer killed mid-run, that no judged pair is lost or duplicated."""
+    generator, a judge and the buffer killed mid-run, that no judged pair is lost or duplicated."""
     import ray
 
     killed = {}
@@ -55,7 +55,8 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_and_buffer(tmp_p
         def run():
             while ctl.counters.pairs < 4:
                 time.sleep(0.1)
-            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts both (max_restarts)
+            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts all three (max_restarts)
+            ray.kill(ctl.judges.members[0].actor, no_restart=False)
             ray.kill(ctl.buffer, no_restart=False)
             killed["at_pairs"] = ctl.counters.pairs
 
@@ -80,17 +81,19 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_and_buffer(tmp_p
     # the restarted generator caught up with the policy
     assert all(g["version"] == 2 for g in s["generators"]) and all(j["version"] == 2 for j in s["judges"])
     run_dir = tmp_path / "run"
-    # every judged pair was trained on exactly once, the kills notwithstanding
+    # every judged pair was trained on exactly once, the kills notwithstanding: by the buffer's log
+    # and by the learner's own record of each step
     ids = _pair_ids(run_dir)
     assert len(ids) == len(set(ids)) == s["pairs"]  # nothing duplicated on disk
     assert sorted(_served_ids(run_dir)) == sorted(ids)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(i for m in metrics if "loss" in m for i in m["pair_ids"]) == sorted(ids)
     # the generator serves exactly the weights the learner saved (vLLM fuses qkv/gate_up, sums survive)
     ckpt = s["checkpoint"]
     gen_sum = s["generators"][0]["weights_checksum"]
     assert gen_sum == pytest.approx(_checkpoint_checksum(Path(ckpt)), rel=1e-6)
     base_sum = _checkpoint_checksum(tiny_model_path)
     assert abs(gen_sum - base_sum) > 1e-6  # and they moved away from the starting weights
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert steps and all("logps/ref_response_gap" in m for m in steps)  # the SELM term was computed
     # iterative: every pair was sampled by the reference policy, so vLLM's log-probs served as pi_ref
@@ -151,6 +154,10 @@ def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_i
     assert len(steps) > s["learner_steps"]  # the lost step was reported once before the kill
     ids = _pair_ids(run_dir)
     assert sorted(_served_ids(run_dir)) == sorted(ids) and len(set(ids)) == s["pairs"]
+    # the learner's own record: steps up to the checkpoint, then every step after the restart
+    kept = [m for m in metrics[:again] if "loss" in m and m["step"] <= killed["v1_step"]] + \
+        [m for m in metrics[again:] if "loss" in m]
+    assert sorted(i for m in kept for i in m["pair_ids"]) == sorted(ids)
     assert s["generators"][0]["version"] == 2
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["ref_response"] is None for p in pairs)  # DPO asked for no y_ref
