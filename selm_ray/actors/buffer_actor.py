@@ -31,6 +31,11 @@ class BufferActor:
     async def size(self) -> int:
         return len(self.buffer)
 
+    async def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     async def pid(self) -> Any:
         import os
 

@@ -60,8 +60,13 @@ def stop_actor(actor: Any) -> None:
 
 
 def launch_buffer(cfg: Config, run_id: str, directory: str) -> Any:
+    """On the driver's node, always (restarts included): its logs live in the run directory there,
+    which the driver reads for the summary and a resume."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     b = cfg.buffer
-    return ray.remote(BufferActor).options(**_options(f"{run_id}-buffer", 0)).remote(
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(BufferActor).options(**_options(f"{run_id}-buffer", 0, scheduling_strategy=here)).remote(
         directory, b.capacity, b.max_policy_lag, b.eviction, b.replay)
 
 

@@ -15,6 +15,7 @@ def test_pools_land_on_their_slot_nodes(tmp_path, tiny_model_path):
     nodes = {slot: cluster.add_node(num_cpus=2, resources={slot: 2})
              for slot in ("generator_slot", "judge_slot", "learner_slot")}
     cluster.wait_for_nodes()
+    head = cluster.head_node.node_id
     try:
         cfg = load_config("jobs/configs/smoke.yaml", [
             f"model.path={tiny_model_path}", f"cluster.address={cluster.address}", "schedule.iterations=1",
@@ -29,3 +30,5 @@ def test_pools_land_on_their_slot_nodes(tmp_path, tiny_model_path):
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["node"] for m in metrics if "node" in m] == [nodes["learner_slot"].node_id]
     assert s["generators"][0]["version"] == 1  # weights reached the generator node
+    # the buffer writes its logs into the run directory on the driver's node (the head here)
+    assert s["buffer"]["node"] == head
