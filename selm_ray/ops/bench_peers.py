@@ -1,0 +1,143 @@
+"""Peer benchmark (not a test): our loop vs TRL on identical work, in ONE invocation, ratios printed.
+
+    python -m selm_ray.ops.bench_peers [--pairs 32] [--repeats 1] [--only dpo|selm] [--out DIR]
+
+Needs TRL (`pip install 'selm-ray[bench]'`, trl 1.13: the last release with XPOTrainer). Pairs:
+- DPO loss:  TRL ``OnlineDPOTrainer``  vs  ours with ``learner.loss=dpo`` (no y_ref generated)
+- SELM loss: TRL ``XPOTrainer`` (same optimism term, y_ref sampled from the reference model)  vs
+  ours with the SELM loss (y_ref = greedy answer of the iteration's start, as in the paper)
+Same prompts (written to DIR/prompts.jsonl and given to both), same model (SmolLM2-135M-Instruct,
+float32), 2 candidates per prompt, 64 new tokens, 4 prompts per learner step, the same small random
+reward model as judge (``tiny-rm``), beta 0.1, lr 1e-6, temperature 0.7. TRL runs with its faster
+plain-PyTorch setting (KV-cache generation: gradient checkpointing off) and 2 torch threads; ours
+runs `python -m selm_ray.ops.bench CONFIG --only overlapped` (jobs/configs/smollm2-cpu.yaml,
+RM judge in its own actor). Each system runs in its own process, one after the other, never two
+at once; loop time excludes start-up on both sides (TRL: first step start to last step end; ours:
+first dispatch to the end of training). The machine drifts 20% or more between days: quote the
+ratios of one invocation, and ``--repeats`` interleaves the runs to spread drift over both sides.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIG = "jobs/configs/smollm2-cpu.yaml"
+PEERS = {"dpo": "online_dpo", "selm": "xpo"}
+TARGETS = {"dpo": 2.0, "selm": 3.0}  # the ratios this project aims at (ours / TRL)
+SHARED = {"beta": 0.1, "lr": 1e-6, "alpha": 1e-3, "temperature": 0.7, "max_new_tokens": 64, "per_step": 4}
+
+
+def write_prompts(out: Path, n: int) -> Path:
+    """The first ``n`` seed prompts in our loader's shuffled order, as a JSONL both systems read."""
+    from selm_ray.core.data import load_prompts, seed_prompts_path, shuffled
+
+    records, _ = load_prompts(str(seed_prompts_path()))
+    rows = [r for r in shuffled(records, 0) if r.messages[-1]["role"] == "user"][:n]
+    if len(rows) < n:
+        raise SystemExit(f"bench_peers: only {len(rows)} seed prompts, --pairs {n} asks for more")
+    path = out / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": r.prompt_id, "prompt": r.messages[-1]["content"]}) + "\n"
+                            for r in rows))
+    return path
+
+
+def _last_json(stdout: str, what: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"{what}: no JSON result line in its output")
+
+
+def _run(cmd: list[str], what: str, log: Path) -> subprocess.CompletedProcess:
+    print(f"-- {what}: {' '.join(cmd)}", flush=True)
+    with log.open("w") as fh:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {out.returncode}); its log: {log}\n{log.read_text()[-3000:]}")
+    return out
+
+
+def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str) -> dict:
+    s = SHARED
+    cmd = [sys.executable, "-m", "selm_ray.ops.peer_trl", "--algo", PEERS[loss], "--model", "smollm2-135m-instruct",
+           "--reward-model", "tiny-rm", "--pairs", str(pairs), "--prompts-per-step", str(s["per_step"]),
+           "--max-new-tokens", str(s["max_new_tokens"]), "--beta", str(s["beta"]), "--alpha", str(s["alpha"]),
+           "--lr", str(s["lr"]), "--temperature", str(s["temperature"]), "--threads", "2",
+           "--prompts-file", str(prompts), "--out", str(out / f"trl-{tag}")]
+    r = _last_json(_run(cmd, f"TRL {PEERS[loss]}", out / f"trl-{tag}.log").stdout, "peer_trl")
+    return {"pairs": r["pairs"], "loop_seconds": r["loop_seconds"], "pairs_per_second": r["pairs_per_second"]}
+
+
+def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str) -> dict:
+    s = SHARED
+    sets = [f"data.source={prompts}", "judge.kind=reward_model", "judge.reward_model=tiny-rm",
+            "judge.colocate=false", "schedule.iterations=2", f"schedule.prompts_per_iteration={pairs // 2}",
+            f"learner.batch_size={s['per_step']}", f"generation.max_new_tokens={s['max_new_tokens']}",
+            "generation.num_candidates=2", f"generation.temperature={s['temperature']}",
+            f"learner.beta={s['beta']}", f"learner.lr={s['lr']}"]
+    sets += (["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false"] if loss == "dpo" else
+             ["learner.loss=selm", f"learner.alpha={s['alpha']}", "generation.ref_response=true"])
+    d = out / f"ours-{tag}"
+    cmd = [sys.executable, "-m", "selm_ray.ops.bench", CONFIG, "--only", "overlapped", "--out", str(d)]
+    cmd += [x for kv in sets for x in ("--set", kv)]
+    _run(cmd, f"selm-ray {loss}", out / f"ours-{tag}.log")
+    r = json.loads((d / "bench.json").read_text())["overlapped"]
+    return {"pairs": r["pairs"], "loop_seconds": r["loop_seconds"], "pairs_per_second": r["pairs_per_second"]}
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    lines = []
+    for loss, sides in results.items():
+        trl = _mean([r["pairs_per_second"] for r in sides["trl"]])
+        ours = _mean([r["pairs_per_second"] for r in sides["ours"]])
+        ratio = ours / trl
+        ok = "meets" if ratio >= TARGETS[loss] else "below"
+        lines.append(f"{loss:4s} loss | TRL {PEERS[loss]:10s} {trl:.3f} pairs/s | selm-ray {ours:.3f} pairs/s | "
+                     f"ratio {ratio:.2f}x ({ok} the {TARGETS[loss]:g}x target) | runs "
+                     f"{[round(r['pairs_per_second'], 3) for r in sides['trl']]} vs "
+                     f"{[round(r['pairs_per_second'], 3) for r in sides['ours']]}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m selm_ray.ops.bench_peers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=32, help="pairs per run (a multiple of 8)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--only", choices=sorted(PEERS))
+    p.add_argument("--out", default="runs/bench-peers")
+    a = p.parse_args(argv)
+    if a.pairs <= 0 or a.pairs % (2 * SHARED["per_step"]):
+        p.error(f"--pairs must be a positive multiple of {2 * SHARED['per_step']} (2 iterations x 4 per step), "
+                f"got {a.pairs}")
+    if a.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {a.repeats}")
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = write_prompts(out, a.pairs)
+    losses = [a.only] if a.only else ["dpo", "selm"]
+    results = {loss: {"trl": [], "ours": []} for loss in losses}
+    t0 = time.time()
+    for rep in range(a.repeats):  # interleaved: peer, ours, peer, ours ...
+        for loss in losses:
+            results[loss]["trl"].append(run_trl(loss, prompts, a.pairs, out, f"{loss}-{rep}"))
+            results[loss]["ours"].append(run_ours(loss, prompts, a.pairs, out, f"{loss}-{rep}"))
+    lines = report(results)
+    print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), "
+          f"{time.time() - t0:.0f} s in all")
+    print("\n".join(lines))
+    (out / "bench_peers.json").write_text(json.dumps({"pairs": a.pairs, "repeats": a.repeats,
+                                                      "results": results, "summary": lines}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
