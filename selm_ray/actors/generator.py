@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from selm_ray.actors.tally import JudgeTally, catch_up, node_id, redirect_output
 from selm_ray.core.config import Config, config_from_dict
 from selm_ray.core.data import PromptRecord, render_prompt
+from selm_ray.core.pairs import NO_PAIR_PROMPT_TOO_LONG
 from selm_ray.core.records import Candidate, Rollout
 from selm_ray.engines.vllm_engine import build_engine
 
@@ -33,13 +34,19 @@ class Generator:
         t0 = time.time()
         g = self.cfg.generation
         prompts = [render_prompt(self.engine.tokenizer, r.messages) for r in records]
-        samples = self.engine.generate(prompts, g.num_candidates, g.temperature, g.top_p,
-                                       g.max_new_tokens, self.version, seed)
-        refs = (self.engine.greedy(prompts, g.max_new_tokens, self.version) if g.ref_response
-                else [None] * len(records))
+        fits = self.engine.fits(prompts, g.max_new_tokens)
+        ok = [p for p, f in zip(prompts, fits) if f]  # a prompt too long for the context is skipped, not fatal
+        samples = iter(self.engine.generate(ok, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
+                                            self.version, seed) if ok else [])
+        refs = iter(self.engine.greedy(ok, g.max_new_tokens, self.version) if g.ref_response and ok else [])
         out = []
         prompt_ids = self.engine.prompt_token_ids(prompts)
-        for rec, text, ids, cands, ref in zip(records, prompts, prompt_ids, samples, refs):
+        for rec, text, ids, fit in zip(records, prompts, prompt_ids, fits):
+            if not fit:
+                out.append(Rollout(rec.prompt_id, rec.messages, text, (), None, ids, meta=rec.meta,
+                                   skipped=NO_PAIR_PROMPT_TOO_LONG))
+                continue
+            cands, ref = next(samples), next(refs) if g.ref_response else None
             extras = [Candidate(e, len(self.engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
             out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref, ids,
                                meta=rec.meta))

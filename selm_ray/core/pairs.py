@@ -16,6 +16,7 @@ from selm_ray.core.records import Candidate, Judgement, PreferencePair, Rollout
 # Reasons a prompt yields no pair; the buffer and stats count them by these names.
 NO_PAIR_TOO_FEW_SCORED = "too_few_scored"
 NO_PAIR_TIE = "tie"
+NO_PAIR_PROMPT_TOO_LONG = "prompt_too_long"  # prompt + max_new_tokens exceed model.max_model_len
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ def _pick(scored: list[tuple[int, float, Candidate]]) -> tuple[int, int]:
 
 def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) -> PairOutcome:
     """Best-vs-worst pair of one judged rollout (see the module docstring for the rule)."""
+    if rollout.skipped is not None:
+        return PairOutcome(None, rollout.skipped)
     if judgement.prompt_id != rollout.prompt_id:
         raise ValueError(
             f"judgement for prompt {judgement.prompt_id!r} does not belong to rollout {rollout.prompt_id!r}"

@@ -41,6 +41,8 @@ class Rollout:
     # the prompt row's metadata (e.g. the instructions a verifiable prompt carries), for judges;
     # left out of hashing: a dict is unhashable
     meta: dict[str, Any] | None = field(default=None, hash=False)
+    # why no candidates were made (e.g. the prompt leaves no room for an answer in max_model_len)
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from selm_ray.core.judging.pairwise_prompt import (
 from selm_ray.core.records import CandidateScore, Judgement, Message, Rollout
 
 
+JUDGE_INPUT_TOO_LONG = "judge input (rubric + prompt + answer) longer than model.max_model_len allows"
+
 def _flatten(rollouts: Sequence[Rollout]) -> list[tuple[Rollout, str]]:
     return [(r, c.text) for r in rollouts for c in r.candidates]
 
@@ -65,10 +67,17 @@ class SelfJudge:
         scores = self._expected(items) if self.mode == "expected" else self._generate(items)
         return _regroup(rollouts, scores, self.name, self.version)
 
+    def _fitting(self, prompts: list[str], max_tokens: int, score: Any) -> list[CandidateScore]:
+        """``score(prompts that fit)`` -> their scores; a judge input too long for the engine's
+        context (rubric + prompt + answer) is a failed judgement, never a crash of the batch."""
+        fits = self.engine.fits(prompts, max_tokens)
+        done = iter(score([p for p, f in zip(prompts, fits) if f]) if any(fits) else [])
+        return [next(done) if f else CandidateScore(None, 0, 1, failure=JUDGE_INPUT_TOO_LONG) for f in fits]
+
     def _expected(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
         prompts = [expected_score_prompt(tok, r.messages, text) for r, text in items]
-        return [score_from_expected(lp) for lp in self.engine.digit_logprobs(prompts)]
+        return self._fitting(prompts, 1, lambda ps: [score_from_expected(lp) for lp in self.engine.digit_logprobs(ps)])
 
     def _generate(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
@@ -77,6 +86,9 @@ class SelfJudge:
                                     add_generation_prompt=True)
             for r, text in items
         ]
+        return self._fitting(prompts, self.max_new_tokens, self._sampled)
+
+    def _sampled(self, prompts: list[str]) -> list[CandidateScore]:
         verdicts = self.engine.sample_texts(prompts, self.num_samples, self.temperature,
                                             self.max_new_tokens, seed=self.seed)
         out = []

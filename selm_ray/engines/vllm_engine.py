@@ -66,6 +66,7 @@ class VLLMEngine:
             **({} if gpu else {"enable_chunked_prefill": False}),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = opts.max_model_len
         self._digit_ids = [self._single_token_id(t) for t in SCORE_TOKENS]
 
     def _single_token_id(self, text: str) -> int:
@@ -96,6 +97,11 @@ class VLLMEngine:
         """One temperature-0 answer per prompt (the reference response y_ref of SELM)."""
         outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
         return [_candidate(o.outputs[0], version) for o in outs]
+
+    def fits(self, prompts: Sequence[str], max_tokens: int) -> list[bool]:
+        """Whether each prompt leaves room for ``max_tokens`` in max_model_len (vLLM raises for
+        the whole batch on one that does not)."""
+        return [len(ids) + max_tokens <= self.max_model_len for ids in self.prompt_token_ids(prompts)]
 
     def prompt_token_ids(self, prompts: Sequence[str]) -> list[tuple[int, ...]]:
         """Token ids of templated prompts as the engine tokenizes them (no extra special tokens)."""

@@ -89,7 +89,7 @@ def _config(config_cls: type, algo: str, *, steps: int, prompts_per_step: int, m
         temperature=temperature, use_vllm=False,
         # TRL's config defaults to checkpointing on (and then generates without the KV cache) and bf16 on.
         gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
-        # Our loop takes prompts in file order; the same order here means the same work.
+        # Given order, each prompt once when pairs == len(prompts): the caller decides the work.
         train_sampling_strategy="sequential", seed=seed, data_seed=seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, **extra,
