@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in results.items():
         print(_row(name, s))
     out.mkdir(parents=True, exist_ok=True)
-    keep = {n: {k: s[k] for k in (*FIELDS, "stage_busy_seconds", "weight_sync_seconds")} for n, s in results.items()}
+    # pairs_trained: what the learner was served (a stale pair dropped in async is made, not trained)
+    keep = {n: {**{k: s[k] for k in (*FIELDS, "stage_busy_seconds", "weight_sync_seconds")},
+                "pairs_trained": s["buffer"]["served"]} for n, s in results.items()}
     (out / "bench.json").write_text(json.dumps(keep, indent=2))
     return 0
 
