@@ -44,6 +44,8 @@ class Controller:
         self.ctx = RunContext(cfg, run_dir, run_id, resume)
         self.cfg = cfg
         self.creator: Any = None  # PromptCreator when create.enabled
+        # work whose pool has no member able to take it right now (all restarting or replaced)
+        self._parked: deque = deque()
         self._held: list | None = None  # sequential mode: rollouts waiting for generation to end
 
     # the parts tests and hooks reach for
@@ -184,7 +186,7 @@ class Controller:
         if sequential:
             held, self._held, inflight = self._held, None, {}
             for rollouts in held:
-                self._submit(self.pm.judges, "judge", rollouts, inflight)
+                self._dispatch(self.pm.judges, "judge", rollouts, inflight)
             self._pump(deque(), inflight, iteration)
 
     def _tick(self, iteration: int) -> None:
@@ -195,17 +197,29 @@ class Controller:
         self.progress.update(iteration)
 
     def _pump(self, todo: deque, inflight: dict, iteration: int) -> None:
-        while (todo or inflight) and not self.ctx.stop_event.is_set():
+        while (todo or inflight or self._parked) and not self.ctx.stop_event.is_set():
             self.learner.check()
             self.ops.tick()
+            for _ in range(len(self._parked)):
+                self._dispatch(*self._parked.popleft(), inflight)
             while todo and self.pm.gens.min_inflight() < MAX_INFLIGHT:
                 self._submit(self.pm.gens, "generate", todo.popleft(), inflight)
+            if not inflight:
+                time.sleep(0.2)  # only parked work: wait for a member to come back or be replaced
+                continue
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
                 self._collect(ref, inflight.pop(ref), inflight)
             if self.cfg.schedule.mode == "async":
                 self.pm.push_weights()
             self.progress.update(iteration)
+
+    def _dispatch(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
+        """Submit, or park the work while no member of ``pool`` can take it."""
+        if pool.active():
+            self._submit(pool, method, payload, inflight)
+        else:
+            self._parked.append((pool, method, payload))
 
     def _submit(self, pool: Pool, method: str, payload: Any, inflight: dict) -> None:
         member = pool.pick()
@@ -221,8 +235,10 @@ class Controller:
         except RESTARTED as e:
             self.ctx.counters.retries += 1
             self.log(f"{member.name} failed ({type(e).__name__}); re-sending its work")
-            # the restarted actor loads the newest weights itself (catch_up) before taking work
-            self._submit(pool, method, payload, inflight)
+            # out of dispatch until it answers again (a restarted actor loads the newest weights
+            # itself, catch_up) or is replaced; meanwhile its work goes to another member or waits
+            self.pm.suspect(member)
+            self._dispatch(pool, method, payload, inflight)
             return
         if method == "generate":
             member.tokens += sum(c.num_tokens for r in result for c in r.candidates)
@@ -231,7 +247,7 @@ class Controller:
         if method == "generate" and self._held is not None:
             self._held.append(result)
         elif method == "generate":
-            self._submit(self.pm.judges, "judge", result, inflight)
+            self._dispatch(self.pm.judges, "judge", result, inflight)
         else:
             self._add_pairs(payload, result)
 

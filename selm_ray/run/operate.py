@@ -40,6 +40,7 @@ class Operator:
     def tick(self, force: bool = False) -> dict[str, Any] | None:
         """Admit and retire members; at most once a second, apply scale requests, take a snapshot
         (returned), publish it and let the autoscale policy decide."""
+        self.pm.check_suspects()
         self.pm.admit()
         self.pm.retire_drained()
         now = time.time()

@@ -25,6 +25,11 @@ class Member:
     candidates: int = 0  # judged candidates (judges)
     busy_seconds: float = 0.0
     _busy_since: float | None = None
+    # a call failed because the actor died: out of dispatch until this ready() probe answers
+    # (Ray restarted it) or fails twice (its restarts are used up: it is replaced)
+    probe: Any = None
+    dead_probes: int = 0
+    probe_after: float = 0.0
 
     def start_call(self) -> None:
         if self.inflight == 0:
@@ -44,7 +49,7 @@ class Member:
     def view(self, now: float) -> dict[str, Any]:
         age = max(1e-9, now - self.joined)
         return {"name": self.name, "version": self.version, "inflight": self.inflight, "calls": self.calls,
-                "draining": self.draining, "tokens_per_second": round(self.tokens / age, 2),
+                "draining": self.draining, "suspect": self.probe is not None, "tokens_per_second": round(self.tokens / age, 2),
                 "candidates_per_second": round(self.candidates / age, 3),
                 "busy_fraction": round(min(1.0, self.busy_total(now) / age), 3)}
 
@@ -58,7 +63,7 @@ class Pool:
     target: int = 0
 
     def active(self) -> list[Member]:
-        return [m for m in self.members if not m.draining]
+        return [m for m in self.members if not m.draining and m.probe is None]
 
     def pick(self) -> Member:
         """The active member with the fewest calls in flight."""

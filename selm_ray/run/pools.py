@@ -74,6 +74,45 @@ class PoolManager:
             self.push_weights()  # anything published while it started; iterative waits for it
         return admitted
 
+    # -- members that died ------------------------------------------------------------------------
+    def suspect(self, m: Member) -> None:
+        """One of ``m``'s calls failed because its actor died: keep it out of dispatch until a probe
+        tells a restart (Ray's max_restarts) from an actor gone for good."""
+        if m.probe is None:
+            m.probe, m.dead_probes = m.actor.ready.remote(), 0
+
+    def check_suspects(self) -> None:
+        now = time.time()
+        for pool in self.pools():
+            for m in [m for m in pool.members if m.probe is not None and now >= m.probe_after]:
+                done, _ = ray.wait([m.probe], timeout=0)
+                if not done:
+                    continue  # restarting: the probe waits in the new incarnation's queue
+                try:
+                    m.version, m.probe = ray.get(m.probe), None  # restarted (it caught up by itself)
+                except ray.exceptions.ActorDiedError:
+                    # twice, a second apart: a probe sent in the instant of death fails even when
+                    # Ray is about to restart the actor; a dead one fails every time
+                    m.dead_probes += 1
+                    if m.dead_probes >= 2:
+                        self._replace(pool, m)
+                    else:
+                        m.probe, m.probe_after = m.actor.ready.remote(), now + 1.0
+                except RESTARTED:
+                    m.probe = m.actor.ready.remote()
+
+    def _replace(self, pool: Pool, m: Member) -> None:
+        pool.members.remove(m)
+        launch.stop_actor(m.actor)
+        n = pool.size() + len(pool.starting)
+        event = {"event": "actor_replaced", "pool": pool.kind, "from": n, "to": n + 1, "actor": m.name,
+                 "reason": f"{m.name} is gone for good (its restarts are used up); a new one starts",
+                 "time": time.time()}
+        self.events.append(event)
+        self.ctx.write_metrics(event)
+        self.ctx.log(event["reason"])
+        self.launch(pool, 1)
+
     def retire_drained(self) -> None:
         for pool in self.pools():
             for m in [m for m in pool.members if m.draining and m.inflight == 0]:
@@ -121,7 +160,7 @@ class PoolManager:
         sent = []
         for pool in self.pools():
             for m in pool.members:
-                if m.version < version:
+                if m.version < version and m.probe is None:  # a suspect catches up by itself, if it comes back
                     sent.append((m.actor, m.actor.update_weights.remote(version, box[0])))
                     m.version = version
         synced = self.ctx.counters.weight_sync_seconds
@@ -159,6 +198,7 @@ class PoolManager:
 
     def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The generators' and the separate judges' own stats (no judges when colocated)."""
-        gen = ray.get([m.actor.stats.remote() for m in self.gens.members])
-        judges = [] if self.judges is self.gens else ray.get([m.actor.stats.remote() for m in self.judges.members])
+        gen = ray.get([m.actor.stats.remote() for m in self.gens.members if m.probe is None])
+        judges = [] if self.judges is self.gens else ray.get(
+            [m.actor.stats.remote() for m in self.judges.members if m.probe is None])
         return gen, judges

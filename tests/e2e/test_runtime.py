@@ -55,7 +55,9 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_judge_and_buffer
         def run():
             while ctl.counters.pairs < 4:
                 time.sleep(0.1)
-            ray.kill(ctl.gens.members[0].actor, no_restart=False)  # Ray restarts all three (max_restarts)
+            # the generator for good (as when its restarts are used up): it must be replaced;
+            # the judge and the buffer so that Ray restarts them (max_restarts)
+            ray.kill(ctl.gens.members[0].actor, no_restart=True)
             ray.kill(ctl.judges.members[0].actor, no_restart=False)
             ray.kill(ctl.buffer, no_restart=False)
             killed["at_pairs"] = ctl.counters.pairs
@@ -78,7 +80,10 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_judge_and_buffer
     assert all(r["judge"] == "self:expected" for r in s["judge_eval"])
     assert s["prompts"] == 16 and s["pairs"] >= 8
     assert s["learner_steps"] >= 4 and s["policy_version"] == 2
-    # the restarted generator caught up with the policy
+    # the dead generator was replaced (an event, also in the live stats) and its successor caught up
+    replaced = [e for e in s["pool_events"] if e["event"] == "actor_replaced"]
+    assert len(replaced) == 1 and replaced[0]["pool"] == "generator" and replaced[0]["actor"].endswith("-generator-0")
+    assert len(s["generators"]) == 1 and s["generators"][0]["name"].endswith("-generator-1")
     assert all(g["version"] == 2 for g in s["generators"]) and all(j["version"] == 2 for j in s["judges"])
     run_dir = tmp_path / "run"
     # every judged pair was trained on exactly once, the kills notwithstanding: by the buffer's log
@@ -103,6 +108,7 @@ def test_selm_two_iterations_deepspeed_survive_killed_generator_judge_and_buffer
     # the live snapshots of the run were logged for `selm-ray report`
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["state"] == "done" and stats[-1]["buffer"]["pairs_in"] == s["pairs"]
+    assert any(e["event"] == "actor_replaced" for e in stats[-1]["events"])  # shown live too
 
 
 def _kill_learner_after_first_step_of_iteration_2(ctl, killed):
