@@ -19,6 +19,7 @@ class ResumeError(RuntimeError):
 
 
 OPTIMIZER_DIR = "optimizer"
+REFERENCE_DIR = "reference"  # the reference model, when no other folder holds its weights
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -70,8 +71,12 @@ def _complete(run_dir: Path) -> list[Path]:
 
 
 def prune(run_dir: Path, keep: int) -> list[Path]:
-    """Remove all but the newest ``keep`` complete checkpoints (0: keep all); returns the removed."""
-    old = _complete(run_dir)[:-keep] if keep > 0 else []
+    """Remove all but the newest ``keep`` complete checkpoints (0: keep all), sparing any that a kept
+    one names as its reference's folder; returns the removed."""
+    done = _complete(run_dir)
+    old = done[:-keep] if keep > 0 else []
+    refs = {Path(load_state(c).get("ref_path") or c).resolve() for c in done[len(old):]}
+    old = [p for p in old if not any(r == p.resolve() or p.resolve() in r.parents for r in refs)]
     for path in old:
         shutil.rmtree(path, ignore_errors=True)
     return old

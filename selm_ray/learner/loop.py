@@ -25,6 +25,9 @@ from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_ref
 from selm_ray.core.losses import compute_loss, get_loss
 
 
+SELF_REF = "@policy"  # LearnerState.ref_path: the policy of the checkpoint about to be written
+
+
 @dataclass
 class LearnerState:
     step: int = 0
@@ -32,6 +35,9 @@ class LearnerState:
     iteration: int = 0
     phase_step: int = 0
     ref_version: int = 0  # the published version the reference model equals (-1: none)
+    # a folder holding the reference model's weights (the start model, an iteration-end checkpoint,
+    # or a checkpoint's reference/ copy); "" = only in memory (saved with the next checkpoint)
+    ref_path: str = ""
 
 
 @dataclass
@@ -119,12 +125,47 @@ def _hold_until_stop(channel: Any, rank: int, world: int) -> None:
         time.sleep(0.2)
 
 
+def _save_reference(engine: TrainEngine, st: LearnerState, run_dir: Path, rank: int) -> None:
+    """A checkpoint taken when the reference is not in any folder (an async refresh) carries a copy:
+    a resume must continue with the very reference the run had, not one rebuilt from the policy."""
+    if st.ref_path == SELF_REF:  # the reference was just set to the policy this checkpoint holds
+        st.ref_path = str(checkpoint.checkpoint_dir(run_dir, st.step))
+    if st.ref_path or engine.models.reference is None:
+        return
+    ref_dir = checkpoint.checkpoint_dir(run_dir, st.step) / checkpoint.REFERENCE_DIR
+    if rank == 0:
+        engine.models.reference.save_pretrained(ref_dir, safe_serialization=True)
+    st.ref_path = str(ref_dir)
+
+
+def _restore_reference(engine: TrainEngine, st: LearnerState, loaded_from: str) -> None:
+    """After loading a checkpoint as the policy: the reference is what the checkpoint says it was
+    (an iteration's start for a mid-iteration stop), not the checkpoint's policy."""
+    ref = engine.models.reference
+    if ref is None or not st.ref_path or Path(st.ref_path) == Path(loaded_from):
+        return
+    from transformers import AutoModelForCausalLM
+
+    sd = AutoModelForCausalLM.from_pretrained(st.ref_path, dtype=next(ref.parameters()).dtype).state_dict()
+    missing, unexpected = ref.load_state_dict(sd, strict=False)
+    if unexpected or missing:
+        raise RuntimeError(f"reference weights in {st.ref_path} do not match the model "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def reference_checksum(engine: TrainEngine) -> float | None:
+    """Sum of the reference's parameters: equal before a stop and after its resume (tests, logs)."""
+    ref = engine.models.reference
+    return None if ref is None else float(sum(p.double().sum().item() for p in ref.parameters()))
+
+
 def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
                 rank: int, buffer: Any) -> str:
     from selm_ray.actors.launch import call_with_retry
 
+    _save_reference(engine, st, run_dir, rank)
     cursor = call_with_retry(buffer.cursor) if rank == 0 else 0
-    state = {**st.__dict__, "buffer_cursor": cursor}
+    state = {**st.__dict__, "buffer_cursor": cursor, "ref_checksum": reference_checksum(engine)}
     return str(checkpoint.save(engine, tok, state, run_dir, rank, cfg.learner.lora_rank > 0,
                                cfg.learner.keep_checkpoints))
 
@@ -186,12 +227,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg, rank, world, models, engine = setup_worker(loop_config)
     buffer, channel = loop_config["buffer"], loop_config["channel"]
     run_dir = Path(loop_config["run_dir"])
-    st, phase_steps, cursor = LearnerState(), _phase_steps(cfg, world), 0
+    st, phase_steps, cursor = LearnerState(ref_path=loop_config["model_path"]), _phase_steps(cfg, world), 0
     resume = loop_config.get("resume_from")
-    if resume:  # the model path above IS that checkpoint; now its optimizer and counters
+    if resume:  # the model path above IS that checkpoint; now its optimizer, counters and reference
         engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
         saved = checkpoint.load_state(Path(resume))
         st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__ if k in saved})
+        st.ref_path = saved.get("ref_path", resume)  # older checkpoints: the policy (as before)
+        _restore_reference(engine, st, resume)
         cursor = saved.get("buffer_cursor", 0)
     _after_restart(st, engine, buffer, channel, rank, world, cursor, bool(resume))
     save = lambda: _checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank, buffer)  # noqa: E731
@@ -221,6 +264,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
     sched = cfg.schedule
     waited = 0.0  # seconds spent waiting on the buffer, not yet reported
     group, calls = uuid.uuid4().hex[:8], 0  # request ids: unique to this worker group's start
+    first_step = True
     while True:
         calls += 1
         d = _broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}") if rank == 0 else None, world)
@@ -237,6 +281,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             st.version += 1
             if refresh_reference(engine.models):
                 st.ref_version = st.version  # pi_ref of the next iteration = what generators now serve
+                st.ref_path = SELF_REF  # the policy that the save() below writes
             st.iteration, st.phase_step = st.iteration + 1, 0
             # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
             # that fails in between restarts from (and publishes again) exactly this version
@@ -263,11 +308,15 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 if refresh_reference(engine.models):
                     # equal to a served version only if these very weights were just published
                     st.ref_version = st.version if published else -1
+                    st.ref_path = ""  # in memory only: the next checkpoint saves a copy
             if cfg.learner.checkpoint_every and st.step % cfg.learner.checkpoint_every == 0:
                 save()
         if rank == 0:
             if st.step == 1:
                 metrics["node"] = ray.get_runtime_context().get_node_id()
+            if first_step:  # of this worker group: the reference it trains against (resume checks)
+                metrics["ref_checksum"] = reference_checksum(engine)
+                first_step = False
             # pair_ids: the learner's own record of what it trained on (exactly-once checks)
             metrics.update(step=st.step, iteration=st.iteration, version=st.version, pair_ids=[p.pair_id for p in d.pairs],
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))

@@ -263,6 +263,22 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     assert len(ids) == len(set(ids))
     assert sorted(_served_ids(run_dir)) == sorted(ids)  # the buffer was drained into the learner
 
+    # resume from that mid-iteration checkpoint: the reference is still iteration 0's start (the
+    # base model), not the stopped policy; the learner reports what it trains against
+    from selm_ray.learner import checkpoint
+
+    state = checkpoint.load_state(Path(summary["checkpoint"]))
+    base = sum(t.double().sum().item() for t in load_file(tiny_model_path / "model.safetensors").values())
+    policy = sum(t.double().sum().item() for t in load_file(Path(summary["checkpoint"]) / "model.safetensors").values())
+    assert state["ref_checksum"] == pytest.approx(base, rel=1e-9) and abs(policy - base) > 1e-6
+    resumed = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--resume", str(run_dir),
+                              "--set", f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40",
+                              "--set", "schedule.iterations=1"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    refs = [m["ref_checksum"] for m in metrics if "ref_checksum" in m]
+    assert len(refs) == 2 and refs[1] == pytest.approx(state["ref_checksum"], rel=1e-12)  # before and after
+
 
 def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model_path, joined):
     """Iterative schedule: the learner sits idle while an iteration is generated, which is the

@@ -30,3 +30,11 @@ def test_prune_keeps_the_newest_complete_ones(tmp_path):
     assert checkpoint.prune(tmp_path, 2) == dirs[:2]
     assert [d.is_dir() for d in dirs] == [False, False, True, True]
     assert checkpoint.latest(tmp_path) == dirs[-1]
+
+
+def test_prune_spares_the_checkpoint_holding_a_kept_ones_reference(tmp_path):
+    # step 2 ended an iteration (its policy is the reference of what follows); 3 and 4 are mid-iteration
+    start = _ckpt(tmp_path, 2, {"step": 2, "ref_path": str(checkpoint.checkpoint_dir(tmp_path, 2))})
+    mid = [_ckpt(tmp_path, s, {"step": s, "ref_path": str(start)}) for s in (3, 4)]
+    assert checkpoint.prune(tmp_path, 1) == [mid[0]]  # step 3 goes, step 2 stays: step 4 needs it
+    assert start.is_dir() and mid[1].is_dir()
