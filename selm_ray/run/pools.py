@@ -82,7 +82,7 @@ class PoolManager:
             m.probe, m.dead_probes = m.actor.ready.remote(), 0
 
     def check_suspects(self) -> None:
-        now = time.time()
+        now, back = time.time(), False
         for pool in self.pools():
             for m in [m for m in pool.members if m.probe is not None and now >= m.probe_after]:
                 done, _ = ray.wait([m.probe], timeout=0)
@@ -90,6 +90,7 @@ class PoolManager:
                     continue  # restarting: the probe waits in the new incarnation's queue
                 try:
                     m.version, m.probe = ray.get(m.probe), None  # restarted (it caught up by itself)
+                    back = True
                 except ray.exceptions.ActorDiedError:
                     # twice, a second apart: a probe sent in the instant of death fails even when
                     # Ray is about to restart the actor; a dead one fails every time
@@ -100,6 +101,20 @@ class PoolManager:
                         m.probe, m.probe_after = m.actor.ready.remote(), now + 1.0
                 except RESTARTED:
                     m.probe = m.actor.ready.remote()
+        if back:
+            self.push_weights()  # a restart that read the channel before the newest version
+
+    def member(self, pool: Pool, timeout: float = 600.0) -> Member:
+        """A member able to take a direct call (evaluation), waiting while every one is restarting
+        or being replaced; bounded, with a named error."""
+        deadline = time.time() + timeout
+        while not pool.active():
+            if time.time() > deadline:
+                raise RuntimeError(f"no {pool.kind} could take work for {timeout:g} s (all restarting or replaced)")
+            self.check_suspects()
+            self.admit()
+            time.sleep(0.2)
+        return pool.pick()
 
     def _replace(self, pool: Pool, m: Member) -> None:
         pool.members.remove(m)
@@ -161,12 +176,12 @@ class PoolManager:
         for pool in self.pools():
             for m in pool.members:
                 if m.version < version and m.probe is None:  # a suspect catches up by itself, if it comes back
-                    sent.append((m.actor, m.actor.update_weights.remote(version, box[0])))
+                    sent.append((m, m.actor.update_weights.remote(version, box[0])))
                     m.version = version
         synced = self.ctx.counters.weight_sync_seconds
         if sent and self.ctx.cfg.schedule.mode != "async":
             # iteration t + 1 must generate with pi_{t+1}: wait for every engine to have it
-            synced += [self._await_update(a, r, version, box[0]) for a, r in sent]
+            synced += [s for s in (self._await_update(m, r) for m, r in sent) if s is not None]
             self.ctx.log(f"weights v{version} loaded by {len(sent)} engine(s)")
         else:
             self._pending_syncs += [r for _, r in sent]  # async: timed when done, never waited on
@@ -188,13 +203,14 @@ class PoolManager:
             except ray.exceptions.ObjectLostError:
                 pass  # async end: the learner left with a newer version pending; the engine keeps its own
 
-    @staticmethod
-    def _await_update(actor: Any, ref: Any, version: int, weights: Any) -> float:
+    def _await_update(self, m: Member, ref: Any) -> float | None:
         try:
             return ray.get(ref)
         except RESTARTED:
-            # the actor died meanwhile; once restarted it must still end up on this version
-            return launch.call_with_retry(actor.update_weights, version, weights)
+            # the actor died meanwhile: a suspect until its probe answers (then it is brought up
+            # to the newest version, see check_suspects) or it is replaced (a new one loads it)
+            self.suspect(m)
+            return None
 
     def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The generators' and the separate judges' own stats (no judges when colocated)."""
