@@ -11,7 +11,9 @@ Schedules:
 from __future__ import annotations
 
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,8 +211,6 @@ def _after_restart(st: LearnerState, engine: TrainEngine, buffer: Any, channel: 
 
     from selm_ray.actors.launch import call_with_retry
 
-    import os
-
     starts = _broadcast(ray.get(channel.learner_start.remote(os.getpid())) if rank == 0 else None, world)
     if starts == 0:
         return  # the first start: a resume already rewound the buffer before it began
@@ -258,8 +258,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: Any, channel: Any,
          rank: int, world: int, phase_steps: int, save: Any) -> None:
     import ray
-
-    import uuid
 
     sched = cfg.schedule
     waited = 0.0  # seconds spent waiting on the buffer, not yet reported
