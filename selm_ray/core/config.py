@@ -210,6 +210,10 @@ class JudgeConfig(_Section):
         "(accuracy, tie and failure rates in metrics.jsonl, event judge_eval); null: off."))
     eval_max_pairs: int = Field(64, description="At most this many pairs of eval_data.")
     min_margin: float = Field(0.0, description="A best-worst gap below this is treated as a tie (no pair).")
+    pair_rule: Literal["best_worst", "best_vs_rest"] = Field("best_worst", description=(
+        "best_worst: one pair per prompt, best vs worst (both papers); best_vs_rest: the best "
+        "candidate against every candidate scored at least min_margin below it, up to N-1 pairs "
+        "per prompt from the same generation (worth it with a graded judge)."))
 
     def _check_values(self) -> None:
         _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
@@ -270,6 +274,10 @@ class LearnerConfig(_Section):
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, description="Gradient norm clip.")
     batch_size: int = Field(4, description="Pairs per step per worker.")
+    passes: int = Field(1, description=(
+        "Passes over each iteration's pairs (iterative and sequential schedules): after the buffer "
+        "has served them all, the learner trains on them again, reshuffled, before the iteration "
+        "ends. More optimizer steps for the same generation, at the price of fitting these pairs."))
     engine: Literal["deepspeed", "ddp"] = Field("deepspeed", description="Distributed training engine.")
     zero_stage: int = Field(2, description="DeepSpeed ZeRO stage, 0..3.")
     num_workers: int = Field(1, description="Ray Train workers.")
@@ -308,6 +316,7 @@ class LearnerConfig(_Section):
                "every entry must be > 0")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.passes >= 1, "passes", f"must be >= 1, got {self.passes}")
         _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0..3, got {self.zero_stage}")
         _check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         _check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")
@@ -490,6 +499,8 @@ class Config(_Section):
         if self.eval.prompts:
             _check(self.schedule.mode != "async", "eval.prompts",
                    "per-iteration evaluation needs iteration boundaries; use schedule.mode iterative")
+        _check(self.learner.passes == 1 or self.schedule.mode != "async", "learner.passes",
+               "passes over an iteration's pairs need iterations; use schedule.mode iterative or sequential")
         if self.create.enabled:
             _check(self.schedule.mode != "async", "create.enabled",
                    "prompt creation runs at iteration starts; use schedule.mode iterative or sequential")

@@ -1,10 +1,15 @@
-"""Judged candidates -> one preference pair per prompt (best vs worst), pure Python.
+"""Judged candidates -> preference pairs of one prompt, pure Python.
 
-Rule (both papers): failed judgements are dropped first; chosen = highest score, rejected = lowest;
-no pair when fewer than two candidates were scored, or the best and worst are tied (or closer than
-``min_margin``). Ties on a score are broken deterministically: among equally best candidates the
-SHORTER one is chosen and among equally worst the LONGER one is rejected (this leans against the
-length growth the Self-Rewarding paper reports), then the lower candidate index wins.
+Rule ``best_worst`` (both papers, the default): failed judgements are dropped first; chosen = highest
+score, rejected = lowest; no pair when fewer than two candidates were scored, or the best and worst
+are tied (or closer than ``min_margin``). Ties on a score are broken deterministically: among equally
+best candidates the SHORTER one is chosen and among equally worst the LONGER one is rejected (this
+leans against the length growth the Self-Rewarding paper reports), then the lower candidate index wins.
+
+Rule ``best_vs_rest`` (ours, opt-in): the same chosen against EVERY other scored candidate at least
+``min_margin`` below it (and strictly below), worst first: up to N-1 pairs from N candidates. With a
+graded judge most of a prompt's candidates differ, and the papers' single pair discards all but two
+of them although generating them was the expensive part.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ NO_PAIR_TOO_FEW_SCORED = "too_few_scored"
 NO_PAIR_TIE = "tie"
 NO_PAIR_PROMPT_TOO_LONG = "prompt_too_long"  # prompt + max_new_tokens exceed model.max_model_len
 
+PAIR_RULES = ("best_worst", "best_vs_rest")
+
 
 @dataclass(frozen=True)
 class PairOutcome:
@@ -25,6 +32,11 @@ class PairOutcome:
 
     pair: PreferencePair | None
     reason: str | None = None
+    more: tuple[PreferencePair, ...] = ()  # best_vs_rest: the pairs after ``pair``
+
+    @property
+    def pairs(self) -> list[PreferencePair]:
+        return [] if self.pair is None else [self.pair, *self.more]
 
 
 def make_pair_id(prompt_id: str, chosen: Candidate, rejected: Candidate) -> str:
@@ -44,8 +56,11 @@ def _pick(scored: list[tuple[int, float, Candidate]]) -> tuple[int, int]:
     return best, worst
 
 
-def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) -> PairOutcome:
-    """Best-vs-worst pair of one judged rollout (see the module docstring for the rule)."""
+def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0,
+               rule: str = "best_worst") -> PairOutcome:
+    """The pairs of one judged rollout under ``rule`` (see the module docstring)."""
+    if rule not in PAIR_RULES:
+        raise ValueError(f"unknown pair rule {rule!r}; expected one of {PAIR_RULES}")
     if rollout.skipped is not None:
         return PairOutcome(None, rollout.skipped)
     if judgement.prompt_id != rollout.prompt_id:
@@ -68,9 +83,20 @@ def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) 
     margin = scored[b][1] - scored[w][1]
     if margin <= 0 or margin < min_margin:
         return PairOutcome(None, NO_PAIR_TIE)
-    (_, chosen_score, chosen), (_, rejected_score, rejected) = scored[b], scored[w]
+    first = _make(rollout, judgement, scored[b], scored[w])
+    if rule == "best_worst":
+        return PairOutcome(first)
+    best = scored[b][1]
+    rest = [k for k in range(len(scored)) if k not in (b, w) and best - scored[k][1] >= max(min_margin, 1e-12)]
+    # worst first (the papers' pair leads), then by the same tie-break as _pick
+    rest.sort(key=lambda k: (scored[k][1], -scored[k][2].num_tokens, scored[k][0]))
+    return PairOutcome(first, more=tuple(_make(rollout, judgement, scored[b], scored[k]) for k in rest))
+
+
+def _make(rollout: Rollout, judgement: Judgement, win: tuple, lose: tuple) -> PreferencePair:
+    (_, chosen_score, chosen), (_, rejected_score, rejected) = win, lose
     ref = rollout.ref_response
-    pair = PreferencePair(
+    return PreferencePair(
         pair_id=make_pair_id(rollout.prompt_id, chosen, rejected),
         prompt_id=rollout.prompt_id,
         messages=rollout.messages,
@@ -94,4 +120,3 @@ def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0) 
         rejected_gen_logp=rejected.logprob,
         ref_gen_logp=ref.logprob if ref is not None else None,
     )
-    return PairOutcome(pair)

@@ -7,6 +7,8 @@ Schedules:
   says all of t's pairs are in the buffer and the buffer is drained, the new weights are
   published as version t + 1 and the reference becomes the policy (pi_ref of t + 1 = pi_{t+1}'s start).
 - async: publish every ``sync_every`` steps, refresh the reference every ``ref_update_every``.
+``learner.passes`` > 1 (iterative schedules) trains on an iteration's pairs again before it ends
+(learner/passes.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from selm_ray.core.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
+from selm_ray.learner.passes import IterationPlan
 from selm_ray.core.losses import compute_loss, get_loss
 
 
@@ -46,6 +49,8 @@ class LearnerState:
 class Decision:
     kind: str  # "train" | "end_iteration" | "wait" | "stop"
     pairs: list | None = None
+    phase_steps: int = 1  # the lr schedule's length for this step (rank 0 knows it; all ranks use it)
+    pass_: int = 1  # 1: pairs straight from the buffer; > 1: a later pass over the iteration's pairs
 
 
 def _broadcast(obj: Any, world: int) -> Any:
@@ -56,7 +61,8 @@ def _broadcast(obj: Any, world: int) -> Any:
     return box[0]
 
 
-def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int, request_id: str) -> Decision:
+def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int, request_id: str,
+            plan: IterationPlan) -> Decision:
     """Rank 0 only: what every rank does next. ``request_id`` is new for every call: a re-sent
     sample (the buffer died before replying) gets the same batch back, not a second one."""
     import ray
@@ -69,10 +75,16 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
     draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
     if cfg.schedule.mode == "sequential" and not draining:
         return Decision("wait")  # strictly after generation and judging (benchmark baseline)
+    if iterative and draining and not poll["stop"]:
+        plan.size_at_drain(st.phase_step, call_with_retry(buffer.size), want)
     pairs = call_with_retry(buffer.sample, want, st.version, None, 1 if draining else want, request_id)
     if pairs:
-        return Decision("train", pairs)
+        plan.record(pairs)
+        return Decision("train", pairs, plan.phase_steps)
     if iterative and draining and not poll["stop"]:
+        again = plan.next_batch(want, st.iteration)
+        if again:
+            return Decision("train", again, plan.phase_steps, plan.current_pass)
         return Decision("end_iteration")
     if poll["stop"]:
         return Decision("stop")
@@ -173,11 +185,14 @@ def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, ru
 
 
 def _phase_steps(cfg: Config, world: int) -> int:
+    """The lr phase's length before the pairs are counted: at most this many pairs per prompt, each
+    pass. Iterative schedules replace it by the count once generation is done (IterationPlan)."""
     per = cfg.learner.batch_size * world
     prompts = cfg.schedule.prompts_per_iteration
     if cfg.schedule.mode == "async":
         prompts *= cfg.schedule.iterations
-    return math.ceil(prompts / per)
+    per_prompt = cfg.generation.num_candidates - 1 if cfg.judge.pair_rule == "best_vs_rest" else 1
+    return math.ceil(prompts * per_prompt * cfg.learner.passes / per)
 
 
 def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, TrainEngine]:
@@ -227,7 +242,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg, rank, world, models, engine = setup_worker(loop_config)
     buffer, channel = loop_config["buffer"], loop_config["channel"]
     run_dir = Path(loop_config["run_dir"])
-    st, phase_steps, cursor = LearnerState(ref_path=loop_config["model_path"]), _phase_steps(cfg, world), 0
+    st, cursor = LearnerState(ref_path=loop_config["model_path"]), 0
+    plan = IterationPlan(cfg.learner.passes, cfg.run.seed, _phase_steps(cfg, world))
     resume = loop_config.get("resume_from")
     if resume:  # the model path above IS that checkpoint; now its optimizer, counters and reference
         engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
@@ -239,7 +255,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _after_restart(st, engine, buffer, channel, rank, world, cursor, bool(resume))
     save = lambda: _checkpoint(cfg, engine, models.tokenizer, st, run_dir, rank, buffer)  # noqa: E731
     try:
-        _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, phase_steps, save)
+        _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, plan, save)
         last = checkpoint.latest(run_dir) if rank == 0 else None
         done = _broadcast(last is not None and checkpoint.load_state(last)["step"] == st.step, world)
         ckpt = str(last) if done else save()
@@ -256,7 +272,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: Any, channel: Any,
-         rank: int, world: int, phase_steps: int, save: Any) -> None:
+         rank: int, world: int, plan: IterationPlan, save: Any) -> None:
     import ray
 
     sched = cfg.schedule
@@ -265,7 +281,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
     first_step = True
     while True:
         calls += 1
-        d = _broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}") if rank == 0 else None, world)
+        d = _broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}", plan) if rank == 0 else None,
+                       world)
         if d.kind == "stop":
             return
         if d.kind == "wait":
@@ -281,6 +298,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 st.ref_version = st.version  # pi_ref of the next iteration = what generators now serve
                 st.ref_path = SELF_REF  # the policy that the save() below writes
             st.iteration, st.phase_step = st.iteration + 1, 0
+            plan.reset()
             # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
             # that fails in between restarts from (and publishes again) exactly this version
             save()
@@ -295,7 +313,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         per_rank = math.ceil(len(d.pairs) / world)
         mine = d.pairs[rank * per_rank:(rank + 1) * per_rank] or d.pairs[-1:]
         t_step = time.time()
-        metrics = _train_step(cfg, engine, tok, mine, st, phase_steps)
+        metrics = _train_step(cfg, engine, tok, mine, st, d.phase_steps)
         metrics["step_seconds"] = time.time() - t_step
         st.step, st.phase_step = st.step + 1, st.phase_step + 1
         if sched.mode == "async":
@@ -317,5 +335,6 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 first_step = False
             # pair_ids: the learner's own record of what it trained on (exactly-once checks)
             metrics.update(step=st.step, iteration=st.iteration, version=st.version, pair_ids=[p.pair_id for p in d.pairs],
+                           **({"pass": d.pass_} if d.pass_ > 1 else {}),
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))
             ray.get(channel.report.remote(metrics))

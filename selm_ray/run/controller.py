@@ -256,13 +256,13 @@ class Controller:
         for r, j in zip(rollouts, judgements):
             c.candidates += len(j.scores)
             c.judge_failures += j.num_failed
-            outcome = build_pair(r, j, self.cfg.judge.min_margin)
+            outcome = build_pair(r, j, self.cfg.judge.min_margin, self.cfg.judge.pair_rule)
             if outcome.pair is None:
                 c.no_pair[outcome.reason] = c.no_pair.get(outcome.reason, 0) + 1
-            else:
-                pairs.append(outcome.pair)
-                c.chosen_scores.append(outcome.pair.chosen_score)
-                c.rejected_scores.append(outcome.pair.rejected_score)
+            for p in outcome.pairs:
+                pairs.append(p)
+                c.chosen_scores.append(p.chosen_score)
+                c.rejected_scores.append(p.rejected_score)
         self.ops.live.add_pairs(pairs)
         # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
         c.pairs += launch.call_with_retry(self.ctx.buffer.add, pairs)

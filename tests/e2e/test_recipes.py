@@ -14,6 +14,7 @@ def test_ifeval_recipe_reports_accuracy_every_iteration(tmp_path, tiny_model_pat
         f"model.path={tiny_model_path}", "schedule.iterations=2", "schedule.prompts_per_iteration=8",
         "generation.max_new_tokens=16", "eval.max_new_tokens=16", "eval.instruction_max_prompts=6",
         "learner.max_length=256", "cluster.threads_per_actor=1", "cluster.learner_threads=1",
+        "judge.pair_rule=best_vs_rest", "learner.passes=2",
         f"cluster.address={ray_address}"])
     run_dir = tmp_path / "run"
     s = runner.train(cfg, run_dir)
@@ -28,6 +29,15 @@ def test_ifeval_recipe_reports_accuracy_every_iteration(tmp_path, tiny_model_pat
     assert all(0 <= r["prompt_strict"] <= r["prompt_loose"] <= 1 and r["mean_tokens"] > 0 for r in rows)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics if m.get("event") == "instruction_eval"] == [-1, 0, 1]
+    # best_vs_rest + passes 2: every judged pair trained once straight from the buffer, then once
+    # more, in the same iteration, before the iteration ends (its version is the next one's start)
+    steps = [m for m in metrics if "pair_ids" in m]
+    for it in (0, 1):
+        first = [i for m in steps if m["iteration"] == it and "pass" not in m for i in m["pair_ids"]]
+        again = [i for m in steps if m["iteration"] == it and m.get("pass") == 2 for i in m["pair_ids"]]
+        assert sorted(first) == sorted(again) and len(set(first)) == len(first)
+    assert sorted(i for m in steps if "pass" not in m for i in m["pair_ids"]) == sorted(p["pair_id"] for p in pairs)
+    assert any(m.get("pass") == 2 for m in steps) and len(pairs) <= 3 * 16  # <= N-1 pairs per prompt
     table = (run_dir / "instruction_accuracy.md").read_text()
     assert "| start (v0) |" in table and "| after iteration 2 (v2) |" in table
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]

@@ -37,6 +37,9 @@ def test_yaml_and_overrides(tmp_path):
     (["learner.beta.x=1"], "learner.beta: must be a number"),
     (["learner.beta=0.1", "learner.beta.x=1"], "learner.beta is not a section"),
     (["noequals"], "expected KEY.PATH=VALUE"),
+    (["learner.passes=0"], "learner.passes: must be >= 1"),
+    (["learner.passes=2", "schedule.mode=async"], "learner.passes: passes over an iteration's pairs need"),
+    (["judge.pair_rule=all"], "judge.pair_rule: must be one of"),
 ])
 def test_errors_name_the_key_path(overrides, key):
     with pytest.raises(ConfigError) as e:

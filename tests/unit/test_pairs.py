@@ -74,3 +74,24 @@ def test_candidate_score_needs_exactly_one_of_score_or_failure():
         CandidateScore(1.0, 1, 1, failure="x")
     with pytest.raises(ValueError):
         CandidateScore(None, 0, 1)
+
+
+def test_best_vs_rest_pairs_the_best_with_every_lower_candidate_worst_first():
+    out = build_pair(_rollout([10, 20, 30, 40]), _judged([0.5, 1.0, 0.0, 0.5]), rule="best_vs_rest")
+    got = [(p.chosen, p.rejected, p.margin) for p in out.pairs]
+    # the papers' pair leads; the two 0.5s follow, the longer one first (the worst's tie-break)
+    assert got == [("answer 1", "answer 2", 1.0), ("answer 1", "answer 3", 0.5), ("answer 1", "answer 0", 0.5)]
+    assert len({p.pair_id for p in out.pairs}) == 3
+    # min_margin applies to each pair; a candidate tied with the best forms none
+    out = build_pair(_rollout([10, 20, 30, 40]), _judged([1.0, 1.0, 0.0, 0.6]), min_margin=0.5,
+                     rule="best_vs_rest")
+    assert [(p.chosen, p.rejected) for p in out.pairs] == [("answer 0", "answer 2")]
+    # best_worst (the default) is the first pair only; a tie is still no pair under either rule
+    assert build_pair(_rollout([10, 20, 30]), _judged([0.5, 1.0, 0.0])).pairs == \
+        build_pair(_rollout([10, 20, 30]), _judged([0.5, 1.0, 0.0]), rule="best_vs_rest").pairs[:1]
+    assert build_pair(_rollout([5, 6]), _judged([3.0, 3.0]), rule="best_vs_rest").reason == NO_PAIR_TIE
+
+
+def test_unknown_pair_rule_is_an_error():
+    with pytest.raises(ValueError, match="unknown pair rule 'all'"):
+        build_pair(_rollout([5, 6]), _judged([3.0, 1.0]), rule="all")
