@@ -100,6 +100,10 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
     if resume and checkpoint.latest(run_dir) is None:  # fail before starting anything
         raise ResumeError(f"{run_dir}: no complete checkpoint under checkpoints/ to resume from")
+    if resume:
+        from selm_ray.run.resume import check_resume_config
+
+        check_resume_config(run_dir, cfg.to_dict())
     _init_ray(cfg, namespace=run_id)
     print(f"run {run_id}: namespace {run_id}, directory {run_dir}", flush=True)
     try:

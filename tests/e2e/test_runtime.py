@@ -198,6 +198,7 @@ def test_async_schedule_with_ddp(tmp_path, tiny_model_path, joined):
 def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     from selm_ray.run import runner
     from selm_ray.learner import checkpoint
+    from selm_ray.learner.checkpoint import ResumeError
 
     first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", joined)
     run_dir = tmp_path / "run"
@@ -207,6 +208,13 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     assert state["step"] == first["learner_steps"] and state["iteration"] == 1
     assert (ckpt / "optimizer").is_dir()
 
+    # a config that would re-slice the prompts or change the loss is refused before anything starts
+    bad = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined,
+                              "learner.loss=dpo", "learner.alpha=0", "data.shuffle_seed=7"])
+    with pytest.raises(ResumeError) as e:
+        runner.train(bad, run_dir, resume=True)
+    assert "learner.loss: 'selm' -> 'dpo'" in str(e.value) and "data.shuffle_seed" in str(e.value)
+    assert "schedule.iterations" not in str(e.value)
     cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined])
     second = runner.train(cfg, run_dir, resume=True)
     assert second["learner_error"] is None and second["policy_version"] == 2
