@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from selm_ray.core.records import Message
 
@@ -275,3 +275,24 @@ def render_prompt(tokenizer: Any, messages: Iterable[Message]) -> str:
             "use a chat/instruct model or set one on the tokenizer"
         )
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def check_prompt_lengths(records: Sequence[PromptRecord], count_tokens: Any, max_new_tokens: int,
+                         max_model_len: int, source: str, on_bad_row: str) -> int:
+    """How many prompts leave no room for ``max_new_tokens`` answer tokens in ``max_model_len``
+    (``count_tokens(messages)``: the templated prompt's length). With ``on_bad_row: error`` the
+    first one is a DataError naming it; with ``skip`` the engine that gets it skips it and counts it
+    (``no_pair.prompt_too_long``), so nothing else happens here."""
+    too_long = 0
+    for rec in records:
+        n = count_tokens(rec.messages)
+        if n + max_new_tokens <= max_model_len:
+            continue
+        too_long += 1
+        if on_bad_row == "error":
+            raise DataError(
+                f"{source}: prompt {rec.prompt_id!r} is {n} tokens with its chat template; with "
+                f"generation.max_new_tokens {max_new_tokens} it does not fit model.max_model_len "
+                f"{max_model_len} (shorten it, raise model.max_model_len, or set data.on_bad_row: skip "
+                "to skip such prompts)")
+    return too_long

@@ -22,7 +22,8 @@ import ray
 
 from selm_ray.actors import launch
 from selm_ray.core.config import Config
-from selm_ray.core.data import PromptRecord, iteration_slices, load_prompts, shuffled
+from selm_ray.core.data import (PromptRecord, check_prompt_lengths, iteration_slices, load_prompts,
+                                render_prompt, shuffled)
 from selm_ray.core.pairs import build_pair
 from selm_ray.engines.models import resolve_model
 from selm_ray.learner.trainer import build_trainer
@@ -78,6 +79,9 @@ class Controller:
         model_path = resume_from or model_path
         judge_path = model_path if cfg.judge.follow_policy else base_path
         rm_path = resolve_model(cfg.judge.judge_model) if cfg.judge.judge_model else None  # reward model or ranker
+        self.records, self.report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
+                                                 cfg.data.extra_candidates, cfg.data.max_prompts)
+        self._check_lengths(base_path)  # before any actor starts: a prompt that cannot fit fails fast
         ctx.channel = launch.launch_channel(ctx.run_id, ctx.start_version)
         ctx.buffer = launch.launch_buffer(cfg, ctx.run_id, str(ctx.run_dir / "buffer"))
         self.pm = PoolManager(ctx, model_path, judge_path, rm_path)
@@ -96,11 +100,24 @@ class Controller:
         self.ops.state = "running"
         self.log("engines ready")
 
+    def _check_lengths(self, model_path: str) -> None:
+        """The prompts this run will use, templated as the engines do (data.on_bad_row decides)."""
+        from transformers import AutoTokenizer
+
+        cfg = self.cfg
+        if cfg.data.on_bad_row != "error":
+            return  # skip: the engine that gets one skips it and counts it (no_pair.prompt_too_long)
+        s = cfg.schedule
+        used = shuffled(self.records, cfg.data.shuffle_seed)[:s.iterations * s.prompts_per_iteration]
+        tok = AutoTokenizer.from_pretrained(model_path)
+        count = lambda msgs: len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])  # noqa: E731
+        check_prompt_lengths(used, count, cfg.generation.max_new_tokens, cfg.model.max_model_len,
+                             cfg.data.source, cfg.data.on_bad_row)
+
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         ctx, cfg, s = self.ctx, self.cfg, self.cfg.schedule
-        records, report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
-                                       cfg.data.extra_candidates, cfg.data.max_prompts)
+        records, report = self.records, self.report
         n_create = round(s.prompts_per_iteration * cfg.create.mix_ratio) if cfg.create.enabled else 0
         slices = iteration_slices(shuffled(records, cfg.data.shuffle_seed), s.iterations,
                                   s.prompts_per_iteration - n_create)

@@ -26,13 +26,14 @@ def test_expected_score_judge_on_tiny_model(tmp_path, tiny_model_path):
     """Three everyday prompts, plus two that do not fit max_model_len=512 (the SmolLM2 tokenizer:
     ~1 token per 'apple '; the rubric adds ~250): one leaves no room for the 64-token answer and is
     skipped before generation, one fits generation but not the judge's rubric around it, whose
-    candidates are failed judgements. Neither ends the run."""
+    candidates are failed judgements. Neither ends the run (data.on_bad_row: skip; with the default,
+    error, the first is an error naming it: tests/e2e/test_runtime.py)."""
     data = tmp_path / "prompts.jsonl"
     rows = [{"id": f"ok-{i}", "prompt": f"Name a {w}."} for i, w in enumerate(("fruit", "colour", "river"))]
     rows += [{"id": "judge-too-long", "prompt": "apple " * 280}, {"id": "too-long", "prompt": "apple " * 500}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "generation.num_candidates=3",
-                           f"data.source={data}", "model.max_model_len=512", prompts=5)
+                           f"data.source={data}", "model.max_model_len=512", "data.on_bad_row=skip", prompts=5)
     assert summary["prompts"] == 5 and summary["candidates"] == 12  # 4 prompts x 3; none for the skipped one
     assert summary["no_pair"].get("prompt_too_long") == 1 and summary["no_pair"].get("too_few_scored", 0) >= 1
     # expected scores are probability-weighted digits: a failure only where the judge input was too long

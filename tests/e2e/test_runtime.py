@@ -227,6 +227,18 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     assert len(prompts) == len(set(prompts)) == first["pairs"] + second["pairs"]
 
 
+def test_a_prompt_that_cannot_fit_is_an_error_naming_it_before_any_actor_starts(tmp_path, tiny_model_path, joined):
+    from selm_ray.core.data import DataError
+
+    data = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"ok-{i}", "prompt": f"Name a {w}."} for i, w in enumerate(("fruit", "river"))]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows + [{"id": "long-one", "prompt": "apple " * 300}]))
+    with pytest.raises(DataError, match=r"prompt 'long-one' is 3\d\d tokens .* model.max_model_len 256"):
+        _train(tmp_path, f"model.path={tiny_model_path}", f"data.source={data}", "model.max_model_len=256",
+               "schedule.prompts_per_iteration=3", "schedule.iterations=1", joined)
+    assert not (tmp_path / "run" / "buffer").exists()  # failed before the buffer actor was launched
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--resume", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)

@@ -122,3 +122,14 @@ def test_bad_meta_names_row_and_column(tmp_path, meta, problem):
     assert "row 1" in str(e.value) and problem in str(e.value)
     recs, rep = load_prompts(src, on_bad_row="skip")
     assert [r.messages[0]["content"] for r in recs] == ["fine", "also fine"] and rep.skipped == 1
+
+
+def test_prompt_lengths_error_names_the_prompt_or_count_in_skip_mode():
+    from selm_ray.core.data import PromptRecord, check_prompt_lengths
+
+    recs = [PromptRecord(f"p{i}", ({"role": "user", "content": "w " * n},)) for i, n in enumerate((10, 90, 95))]
+    count = lambda msgs: len(msgs[-1]["content"].split())  # noqa: E731
+    assert check_prompt_lengths(recs, count, 10, 100, "f.jsonl", "skip") == 1
+    assert check_prompt_lengths(recs[:2], count, 10, 100, "f.jsonl", "error") == 0  # 90 + 10 fits exactly
+    with pytest.raises(DataError, match=r"f.jsonl: prompt 'p2' is 95 tokens .*max_new_tokens 10 .*max_model_len 100"):
+        check_prompt_lengths(recs, count, 10, 100, "f.jsonl", "error")
