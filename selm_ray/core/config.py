@@ -279,6 +279,10 @@ class LearnerConfig(_Section):
         "has served them all, the learner trains on them again, reshuffled, before the iteration "
         "ends. More optimizer steps for the same generation, at the price of fitting these pairs."))
     engine: Literal["deepspeed", "ddp"] = Field("deepspeed", description="Distributed training engine.")
+    autocast: Literal["off", "bf16", "auto"] = Field("off", description=(
+        "CPU learner: run the transformer body's matmuls in bfloat16 (torch.autocast; weights, "
+        "optimizer and the output layer stay float32). auto: bf16 when the CPU has native bf16 "
+        "instructions (avx512_bf16 / amx_bf16), else off. On GPU the model is bfloat16 already."))
     zero_stage: int = Field(2, description="DeepSpeed ZeRO stage, 0..3.")
     num_workers: int = Field(1, description="Ray Train workers.")
     lora_rank: int = Field(0, description="0 = full fine-tuning.")

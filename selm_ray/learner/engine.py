@@ -96,11 +96,47 @@ def lr_at(step_in_phase: int, phase_steps: int, cfg: LearnerConfig, iteration: i
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU multiplies bfloat16 natively (there, a bf16 GEMM ran ~4x faster than fp32;
+    without it bf16 is emulated and slower)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_autocast(cfg: LearnerConfig) -> bool:
+    if torch.cuda.is_available() or cfg.autocast == "off":
+        return False
+    return cfg.autocast == "bf16" or cpu_has_native_bf16()
+
+
+def _float32_output_layer(model: Any) -> None:
+    """Keep the vocabulary projection out of autocast: log-probs summed over a whole answer would
+    carry bf16 rounding of every logit (~0.1 at logit scale 20) into the DPO margins."""
+    head = _unwrap(model).get_output_embeddings()
+    inner = head.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return inner(x.float())
+
+    head.forward = forward
+
+
 class TrainEngine:
     """One interface over DeepSpeed and DDP: forward, backward+step, set_lr, full state dict."""
 
     def __init__(self, models: Models, cfg: LearnerConfig, world_size: int) -> None:
         self.cfg, self.models = cfg, models
+        self.autocast = use_autocast(cfg)
+        if self.autocast:
+            for m in (models.policy, models.reference):
+                if m is not None:
+                    _float32_output_layer(m)
         params = [p for p in models.policy.parameters() if p.requires_grad]
         # fused: one pass over each tensor instead of a chain of full-size temporaries; on CPU the
         # step of a 135M model drops from ~1 s to ~0.1 s (as DeepSpeed's client optimizer too)
@@ -128,10 +164,12 @@ class TrainEngine:
                 self.module = torch.nn.parallel.DistributedDataParallel(models.policy)
 
     def forward_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch_logits(self.module, batch)
+        # backward runs outside the context, in the dtypes the forward recorded
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            return batch_logits(self.module, batch)
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             if self.models.reference is not None:
                 return batch_logits(self.models.reference, batch)
             with _unwrap(self.module).disable_adapter():  # LoRA: base model = reference

@@ -175,3 +175,34 @@ def test_packed_layout_scores_and_trains_exactly_like_padded_rows(tiny_model_pat
     # float64, but RoPE tables are float32 in transformers: ~1e-8 relative is the floor here;
     # attending across responses or to the wrong positions changes these at the 1e-2 level
     assert torch.allclose(grad_packed, grad_padded, rtol=1e-6, atol=1e-7 * grad_padded.abs().max().item())
+
+
+def test_bf16_autocast_learner_keeps_the_output_layer_float32_and_logps_close(tiny_model_path, smollm2_tokenizer):
+    """learner.autocast bf16: the transformer body runs in bfloat16, the vocabulary projection and
+    the parameters stay float32; log-probs move by bf16 rounding only, and a step still trains."""
+    from selm_ray.core.config import LearnerConfig
+    from selm_ray.core.records import PreferencePair
+    from selm_ray.learner.batching import pack, row_logps
+    from selm_ray.learner.engine import TrainEngine, cpu_has_native_bf16, load_models
+
+    assert cpu_has_native_bf16("flags\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert not cpu_has_native_bf16("flags\t: fpu sse avx2\n") and not cpu_has_native_bf16("")
+    tok = smollm2_tokenizer
+    text = tok.apply_chat_template([{"role": "user", "content": "Why?"}], tokenize=False, add_generation_prompt=True)
+    pairs = [PreferencePair("p", "q", ({"role": "user", "content": "Why?"},), text, "Because it is. " * 6,
+                            "No.", 4.0, 1.0, 3, 2, 0, 0, ref_response="Greedy.")]
+    batch = pack(tok, pairs, 256, with_ref_response=True)
+    plain = TrainEngine(load_models(str(tiny_model_path), LearnerConfig(engine="ddp")), LearnerConfig(engine="ddp"), 1)
+    cfg = LearnerConfig(engine="ddp", autocast="bf16")
+    fast = TrainEngine(load_models(str(tiny_model_path), cfg), cfg, 1)
+    assert fast.autocast and not plain.autocast
+    logits = fast.forward_logits(batch)
+    assert logits.dtype == torch.float32 and all(p.dtype == torch.float32 for p in fast.module.parameters())
+    lp_fast, lp_plain = row_logps(logits, batch), row_logps(plain.forward_logits(batch), batch)
+    # bf16 keeps ~3 significant digits per activation: a few hundredths of a nat per row here, not 0
+    assert 0 < (lp_fast - lp_plain).abs().max().item() < 0.5
+    assert (row_logps(fast.reference_logits(batch), batch) - lp_fast.detach()).abs().max().item() < 1e-4
+    before = fast.module.model.layers[0].mlp.up_proj.weight.detach().clone()
+    fast.set_lr(1e-3)
+    assert fast.backward_step(-lp_fast.sum()) > 0
+    assert not torch.equal(before, fast.module.model.layers[0].mlp.up_proj.weight)
