@@ -1,6 +1,6 @@
 """Peer benchmark (not a test): our loop vs TRL on identical work, in ONE invocation, ratios printed.
 
-    python -m selm_ray.ops.bench_peers [--pairs 32] [--repeats 1] [--only dpo|selm] [--out DIR]
+    python -m selm_ray.ops.bench_peers [--pairs 32] [--repeats 1] [--only dpo|selm] [--precision fp32|bf16] [--out DIR]
 
 Needs TRL (`pip install 'selm-ray[bench]'`, trl 1.13: the last release with XPOTrainer). Pairs:
 - DPO loss:  TRL ``OnlineDPOTrainer``  vs  ours with ``learner.loss=dpo`` (no y_ref generated)
@@ -62,24 +62,24 @@ def _run(cmd: list[str], what: str, log: Path) -> subprocess.CompletedProcess:
     return out
 
 
-def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str) -> dict:
+def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bool = False) -> dict:
     s = SHARED
     cmd = [sys.executable, "-m", "selm_ray.ops.peer_trl", "--algo", PEERS[loss], "--model", "smollm2-135m-instruct",
            "--reward-model", "tiny-rm", "--pairs", str(pairs), "--prompts-per-step", str(s["per_step"]),
            "--max-new-tokens", str(s["max_new_tokens"]), "--beta", str(s["beta"]), "--alpha", str(s["alpha"]),
            "--lr", str(s["lr"]), "--temperature", str(s["temperature"]), "--threads", "2",
-           "--prompts-file", str(prompts), "--out", str(out / f"trl-{tag}")]
+           "--prompts-file", str(prompts), "--out", str(out / f"trl-{tag}")] + (["--bf16"] if bf16 else [])
     r = _last_json(_run(cmd, f"TRL {PEERS[loss]}", out / f"trl-{tag}.log").stdout, "peer_trl")
     return {"pairs": r["pairs"], "loop_seconds": r["loop_seconds"], "pairs_per_second": r["pairs_per_second"]}
 
 
-def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str) -> dict:
+def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bool = False) -> dict:
     s = SHARED
     sets = [f"data.source={prompts}", "judge.kind=reward_model", "judge.reward_model=tiny-rm",
             "judge.colocate=false", "schedule.iterations=2", f"schedule.prompts_per_iteration={pairs // 2}",
             f"learner.batch_size={s['per_step']}", f"generation.max_new_tokens={s['max_new_tokens']}",
             "generation.num_candidates=2", f"generation.temperature={s['temperature']}",
-            f"learner.beta={s['beta']}", f"learner.lr={s['lr']}"]
+            f"learner.beta={s['beta']}", f"learner.lr={s['lr']}", f"learner.autocast={'bf16' if bf16 else 'off'}"]
     sets += (["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false"] if loss == "dpo" else
              ["learner.loss=selm", f"learner.alpha={s['alpha']}", "generation.ref_response=true"])
     d = out / f"ours-{tag}"
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--only", choices=sorted(PEERS))
     p.add_argument("--out", default="runs/bench-peers")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=(
+        "learner precision on BOTH sides: fp32, or bf16 autocast (TRL bf16=True, ours learner.autocast=bf16); "
+        "weights stay float32 and both generate in float32"))
     a = p.parse_args(argv)
     if a.pairs <= 0 or a.pairs % (2 * SHARED["per_step"]):
         p.error(f"--pairs must be a positive multiple of {2 * SHARED['per_step']} (2 iterations x 4 per step), "
@@ -132,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for rep in range(a.repeats):  # interleaved: peer, ours, peer, ours ...
         for loss in losses:
-            results[loss]["trl"].append(run_trl(loss, prompts, a.pairs, out, f"{loss}-{rep}"))
-            results[loss]["ours"].append(run_ours(loss, prompts, a.pairs, out, f"{loss}-{rep}"))
+            bf16 = a.precision == "bf16"
+            results[loss]["trl"].append(run_trl(loss, prompts, a.pairs, out, f"{loss}-{rep}", bf16))
+            results[loss]["ours"].append(run_ours(loss, prompts, a.pairs, out, f"{loss}-{rep}", bf16))
     lines = report(results)
-    print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), "
+    print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), {a.precision} learners, "
           f"{time.time() - t0:.0f} s in all")
     print("\n".join(lines))
-    (out / "bench_peers.json").write_text(json.dumps({"pairs": a.pairs, "repeats": a.repeats,
+    (out / "bench_peers.json").write_text(json.dumps({"pairs": a.pairs, "repeats": a.repeats, "precision": a.precision,
                                                       "results": results, "summary": lines}, indent=2))
     return 0
 

@@ -80,7 +80,8 @@ def _step_timer() -> Any:
 
 
 def _config(config_cls: type, algo: str, *, steps: int, prompts_per_step: int, max_new_tokens: int,
-            beta: float, alpha: float, lr: float, temperature: float, out_dir: str, seed: int) -> Any:
+            beta: float, alpha: float, lr: float, temperature: float, out_dir: str, seed: int,
+            bf16: bool = False) -> Any:
     extra = {"alpha": alpha} if algo == "xpo" else {}
     return config_cls(
         output_dir=out_dir, max_steps=steps, num_train_epochs=1,
@@ -88,7 +89,8 @@ def _config(config_cls: type, algo: str, *, steps: int, prompts_per_step: int, m
         learning_rate=lr, beta=beta, loss_type="sigmoid", max_new_tokens=max_new_tokens,
         temperature=temperature, use_vllm=False,
         # TRL's config defaults to checkpointing on (and then generates without the KV cache) and bf16 on.
-        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+        # bf16 (--bf16): accelerate's CPU autocast around the training forward, weights float32
+        gradient_checkpointing=False, bf16=bf16, fp16=False, use_cpu=True,
         # Given order, each prompt once when pairs == len(prompts): the caller decides the work.
         train_sampling_strategy="sequential", seed=seed, data_seed=seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
@@ -110,7 +112,7 @@ def _load(model_dir: str, reward_model_dir: str) -> tuple[Any, Any, Any, Any]:
 def run_trl(algo: str, model_dir: str, reward_model_dir: str, prompts: list[str], *, pairs: int = 32,
             prompts_per_step: int = 4, max_new_tokens: int = 64, beta: float = 0.1, alpha: float = 1e-3,
             lr: float = 1e-6, temperature: float = 0.7, threads: int | None = None, out_dir: str,
-            seed: int = 0) -> dict:
+            seed: int = 0, bf16: bool = False) -> dict:
     """Train ``pairs // prompts_per_step`` TRL steps; loop time runs from the first step's start to the
     last step's end, start-up (imports, loading, trainer construction) is reported apart."""
     _check_args(algo, prompts, pairs, prompts_per_step, max_new_tokens)
@@ -128,7 +130,7 @@ def run_trl(algo: str, model_dir: str, reward_model_dir: str, prompts: list[str]
     policy, tok, reward, reward_tok = _load(model_dir, reward_model_dir)
     args = _config(config_cls, algo, steps=steps, prompts_per_step=prompts_per_step,
                    max_new_tokens=max_new_tokens, beta=beta, alpha=alpha, lr=lr, temperature=temperature,
-                   out_dir=out_dir, seed=seed)
+                   out_dir=out_dir, seed=seed, bf16=bf16)
     timer = _step_timer()
     trainer = trainer_cls(model=policy, reward_funcs=reward, args=args, train_dataset=data,
                           processing_class=tok, reward_processing_classes=reward_tok, callbacks=[timer])
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts-file", default=None, help="JSONL of prompts (default: the seed prompts)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (weights stay float32)")
     p.add_argument("--out", default="runs/peer_trl")
     a = p.parse_args(argv)
     if a.pairs <= 0 or a.prompts_per_step <= 0 or a.pairs % a.prompts_per_step:
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_trl(a.algo, model, reward_model, _read_prompts(a.prompts_file), pairs=a.pairs,
                              prompts_per_step=a.prompts_per_step, max_new_tokens=a.max_new_tokens,
                              beta=a.beta, alpha=a.alpha, lr=a.lr, temperature=a.temperature,
-                             threads=a.threads, out_dir=str(out), seed=a.seed)
+                             threads=a.threads, out_dir=str(out), seed=a.seed, bf16=a.bf16)
     except (PeerTrlError, ModelError, DataError) as e:  # an actionable message, not a traceback
         print(f"peer_trl: error: {e}", file=sys.stderr)
         return 2
