@@ -214,7 +214,7 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     with pytest.raises(ResumeError) as e:
         runner.train(bad, run_dir, resume=True)
     assert "learner.loss: 'selm' -> 'dpo'" in str(e.value) and "data.shuffle_seed" in str(e.value)
-    assert "schedule.iterations" not in str(e.value)
+    assert "schedule.iterations:" not in str(e.value)  # a key that may change is not listed
     cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined])
     second = runner.train(cfg, run_dir, resume=True)
     assert second["learner_error"] is None and second["policy_version"] == 2
