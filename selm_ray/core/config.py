@@ -214,6 +214,10 @@ class JudgeConfig(_Section):
         "best_worst: one pair per prompt, best vs worst (both papers); best_vs_rest: the best "
         "candidate against every candidate scored at least min_margin below it, up to N-1 pairs "
         "per prompt from the same generation (worth it with a graded judge)."))
+    tie_break: Literal["shorter", "first"] = Field("shorter", description=(
+        "Among candidates tied on score: shorter chooses the shorter of equally best and rejects "
+        "the longer of equally worst (leans against length growth); first takes the lower "
+        "candidate index, length-neutral (with a graded judge, shorter can shrink answers)."))
 
     def _check_values(self) -> None:
         _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")

@@ -5,6 +5,9 @@ score, rejected = lowest; no pair when fewer than two candidates were scored, or
 are tied (or closer than ``min_margin``). Ties on a score are broken deterministically: among equally
 best candidates the SHORTER one is chosen and among equally worst the LONGER one is rejected (this
 leans against the length growth the Self-Rewarding paper reports), then the lower candidate index wins.
+With ``tie_break="first"`` length plays no part: the lower candidate index wins (candidates are
+independent samples, so this is length-neutral). With a graded judge many candidates tie at the top,
+and "shorter" then teaches "shorter" as well as "follow the instructions".
 
 Rule ``best_vs_rest`` (ours, opt-in): the same chosen against EVERY other scored candidate at least
 ``min_margin`` below it (and strictly below), worst first: up to N-1 pairs from N candidates. With a
@@ -24,6 +27,7 @@ NO_PAIR_TIE = "tie"
 NO_PAIR_PROMPT_TOO_LONG = "prompt_too_long"  # prompt + max_new_tokens exceed model.max_model_len
 
 PAIR_RULES = ("best_worst", "best_vs_rest")
+TIE_BREAKS = ("shorter", "first")
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,26 @@ def make_pair_id(prompt_id: str, chosen: Candidate, rejected: Candidate) -> str:
     return h.hexdigest()[:20]
 
 
-def _pick(scored: list[tuple[int, float, Candidate]]) -> tuple[int, int]:
+def _length_key(cand: Candidate, tie_break: str) -> int:
+    return cand.num_tokens if tie_break == "shorter" else 0
+
+
+def _pick(scored: list[tuple[int, float, Candidate]], tie_break: str) -> tuple[int, int]:
     """Indices (into ``scored``) of chosen and rejected under the tie-break rule."""
-    best = min(range(len(scored)), key=lambda k: (-scored[k][1], scored[k][2].num_tokens, scored[k][0]))
-    worst = min(range(len(scored)), key=lambda k: (scored[k][1], -scored[k][2].num_tokens, scored[k][0]))
+    best = min(range(len(scored)),
+               key=lambda k: (-scored[k][1], _length_key(scored[k][2], tie_break), scored[k][0]))
+    worst = min(range(len(scored)),
+                key=lambda k: (scored[k][1], -_length_key(scored[k][2], tie_break), scored[k][0]))
     return best, worst
 
 
 def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0,
-               rule: str = "best_worst") -> PairOutcome:
-    """The pairs of one judged rollout under ``rule`` (see the module docstring)."""
+               rule: str = "best_worst", tie_break: str = "shorter") -> PairOutcome:
+    """The pairs of one judged rollout under ``rule`` and ``tie_break`` (see the module docstring)."""
     if rule not in PAIR_RULES:
         raise ValueError(f"unknown pair rule {rule!r}; expected one of {PAIR_RULES}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie break {tie_break!r}; expected one of {TIE_BREAKS}")
     if rollout.skipped is not None:
         return PairOutcome(None, rollout.skipped)
     if judgement.prompt_id != rollout.prompt_id:
@@ -79,7 +91,7 @@ def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0,
     ]
     if len(scored) < 2:
         return PairOutcome(None, NO_PAIR_TOO_FEW_SCORED)
-    b, w = _pick(scored)
+    b, w = _pick(scored, tie_break)
     margin = scored[b][1] - scored[w][1]
     if margin <= 0 or margin < min_margin:
         return PairOutcome(None, NO_PAIR_TIE)
@@ -89,7 +101,7 @@ def build_pair(rollout: Rollout, judgement: Judgement, min_margin: float = 0.0,
     best = scored[b][1]
     rest = [k for k in range(len(scored)) if k not in (b, w) and best - scored[k][1] >= max(min_margin, 1e-12)]
     # worst first (the papers' pair leads), then by the same tie-break as _pick
-    rest.sort(key=lambda k: (scored[k][1], -scored[k][2].num_tokens, scored[k][0]))
+    rest.sort(key=lambda k: (scored[k][1], -_length_key(scored[k][2], tie_break), scored[k][0]))
     return PairOutcome(first, more=tuple(_make(rollout, judgement, scored[b], scored[k]) for k in rest))
 
 

@@ -273,7 +273,8 @@ class Controller:
         for r, j in zip(rollouts, judgements):
             c.candidates += len(j.scores)
             c.judge_failures += j.num_failed
-            outcome = build_pair(r, j, self.cfg.judge.min_margin, self.cfg.judge.pair_rule)
+            outcome = build_pair(r, j, self.cfg.judge.min_margin, self.cfg.judge.pair_rule,
+                                 self.cfg.judge.tie_break)
             if outcome.pair is None:
                 c.no_pair[outcome.reason] = c.no_pair.get(outcome.reason, 0) + 1
             for p in outcome.pairs:

@@ -74,7 +74,7 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
         judgements = build_local_judge(cfg).judge(rollouts)  # reward model, ranker or function
     else:
         judgements = gen.judge(rollouts)  # self or pairwise LLM judge on the same engine
-    outcomes = [build_pair(r, j, cfg.judge.min_margin, cfg.judge.pair_rule) for r, j in zip(rollouts, judgements)]
+    outcomes = [build_pair(r, j, cfg.judge.min_margin, cfg.judge.pair_rule, cfg.judge.tie_break) for r, j in zip(rollouts, judgements)]
     pairs = [p for o in outcomes for p in o.pairs]
     with (run_dir / "pairs.jsonl").open("w") as fh:
         for p in pairs:

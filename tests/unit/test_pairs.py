@@ -95,3 +95,14 @@ def test_best_vs_rest_pairs_the_best_with_every_lower_candidate_worst_first():
 def test_unknown_pair_rule_is_an_error():
     with pytest.raises(ValueError, match="unknown pair rule 'all'"):
         build_pair(_rollout([5, 6]), _judged([3.0, 1.0]), rule="all")
+
+
+def test_tie_break_first_ignores_length():
+    # the same scores as the "shorter" test above: now the lower index wins on both ends
+    p = build_pair(_rollout([30, 10, 50, 40]), _judged([4.0, 4.0, 1.0, 1.0]), tie_break="first").pair
+    assert (p.chosen, p.rejected) == ("answer 0", "answer 2")
+    out = build_pair(_rollout([10, 20, 30, 40]), _judged([0.5, 1.0, 0.0, 0.5]), rule="best_vs_rest",
+                     tie_break="first")
+    assert [p.rejected for p in out.pairs] == ["answer 2", "answer 0", "answer 3"]
+    with pytest.raises(ValueError, match="unknown tie break"):
+        build_pair(_rollout([1, 2]), _judged([1.0, 2.0]), tie_break="longer")
