@@ -91,22 +91,3 @@ def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path:
     env = engine_env(cfg, c.judge_gpus, _log_file(log_dir, name))
     opts = _options(name, c.judge_cpus, c.judge_gpus, env, _slot(c.judge_slot))
     return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel, version)
-
-
-def call_with_retry(method: Any, *args: Any) -> Any:
-    """ray.get(actor.method.remote(*args)), re-sent while the actor restarts.
-
-    Only for idempotent calls (buffer.add ignores pair ids it has seen, so a re-sent add cannot
-    duplicate a pair).
-    """
-    import time
-
-    from selm_ray.core.policies import retry_delays
-
-    for delay in retry_delays() + [None]:
-        try:
-            return ray.get(method.remote(*args))
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            if delay is None:
-                raise
-            time.sleep(delay)

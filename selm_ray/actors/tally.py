@@ -36,11 +36,11 @@ def catch_up(actor: Any, channel: Any) -> None:
     """Load the newest published weights, if any: a restarted actor must not silently serve v0."""
     if channel is None:
         return
-    import ray
+    from selm_ray.actors import remote
 
-    version, box = ray.get(channel.latest_weights.remote())
+    version, box = remote.get(channel.latest_weights.remote(), "channel.latest_weights")
     if box is not None:
-        actor.update_weights(version, ray.get(box[0]))
+        actor.update_weights(version, remote.get(box[0], f"weights v{version}"))
 
 
 def redirect_output() -> None:

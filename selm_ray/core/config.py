@@ -374,9 +374,21 @@ class ClusterConfig(_Section):
     wait_for_nodes: bool = Field(False, description=(
         "An autoscaler may add nodes: a run that does not fit the nodes there are waits (up to "
         "placement_timeout_s) instead of failing at once."))
+    call_timeout_s: float = Field(300.0, description=(
+        "Bound on each control call to an actor (channel, buffer, stats, a weight hand-over): past "
+        "it the run stops with an error naming the call, instead of hanging."))
+    work_timeout_s: float = Field(1800.0, description=(
+        "Bound on each work call (a batch of generation or judging, an engine starting, an "
+        "evaluation): past it the member is killed (Ray restarts or the pool replaces it) and its "
+        "work is re-sent; an evaluation past it is an error naming it."))
+    start_timeout_s: float = Field(900.0, description=(
+        "Bound on an engine's start (model load, warm-up) at the run's start: past it, an error "
+        "naming the actor."))
 
     def _check_values(self) -> None:
         _check(self.placement_timeout_s >= 0, "placement_timeout_s", f"must be >= 0, got {self.placement_timeout_s}")
+        for key in ("call_timeout_s", "work_timeout_s", "start_timeout_s"):
+            _check(getattr(self, key) > 0, key, f"must be > 0 seconds, got {getattr(self, key)}")
         _check(self.num_generators >= 1, "num_generators", f"must be >= 1, got {self.num_generators}")
         _check(self.num_judges >= 1, "num_judges", f"must be >= 1, got {self.num_judges}")
         for name in ("generator_cpus", "judge_cpus", "learner_cpus", "kv_cache_gib"):

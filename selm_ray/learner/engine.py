@@ -127,6 +127,9 @@ def _float32_output_layer(model: Any) -> None:
     head.forward = forward
 
 
+LORA_MODULE_FILE = "lora_module.pt"  # DDP + LoRA: base and adapter weights, unmerged
+
+
 class TrainEngine:
     """One interface over DeepSpeed and DDP: forward, backward+step, set_lr, full state dict."""
 
@@ -199,13 +202,21 @@ class TrainEngine:
         elif not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
             directory.mkdir(parents=True, exist_ok=True)
             torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+            if self.cfg.lora_rank > 0:  # see load_optimizer
+                torch.save(_unwrap(self.module).state_dict(), directory / LORA_MODULE_FILE)
 
     def load_optimizer(self, directory: Path) -> None:
+        """Optimizer state, and with LoRA the module itself: a checkpoint's model.safetensors holds
+        the MERGED weights (what engines and users load), but a LoRA reference is the base model
+        under the adapter; resumed from merged weights, base and reference would become the stopped
+        policy. DeepSpeed's checkpoint carries the module (base + adapter) anyway; DDP's a copy."""
         if self.cfg.engine == "deepspeed":
             self.module.load_checkpoint(str(directory), tag="latest", load_module_strict=True,
                                         load_optimizer_states=True, load_lr_scheduler_states=False)
-        else:
-            self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
+            return
+        self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
+        if self.cfg.lora_rank > 0:
+            _unwrap(self.module).load_state_dict(torch.load(directory / LORA_MODULE_FILE, weights_only=True))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Full (merged, gathered) HF-named weights. Collective under ZeRO-3: call on every rank."""
@@ -219,10 +230,21 @@ class TrainEngine:
 
 
 def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
-    """Base weights with the LoRA deltas folded in, under the base model's own key names."""
-    peft_model.merge_adapter()
-    try:
-        sd = peft_model.get_base_model().state_dict()
-        return {k.replace(".base_layer.", "."): v.clone() for k, v in sd.items() if "lora_" not in k}
-    finally:
-        peft_model.unmerge_adapter()
+    """Base weights with the LoRA deltas folded in, under the base model's own key names.
+
+    Out of place: peft's merge_adapter/unmerge_adapter add and subtract the delta IN the base
+    weights, and the rounding left behind moves the reference (the base) at every publication."""
+    from peft.tuners.lora import LoraLayer
+
+    base = peft_model.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, mod in base.named_modules():
+            if isinstance(mod, LoraLayer) and not mod.disable_adapters:
+                for adapter in mod.active_adapters:
+                    if adapter in mod.lora_A:
+                        key = f"{name}.base_layer.weight"
+                        d = mod.get_delta_weight(adapter)
+                        deltas[key] = deltas[key] + d if key in deltas else d
+        return {k.replace(".base_layer.", "."): (v + deltas[k] if k in deltas else v.clone())
+                for k, v in base.state_dict().items() if "lora_" not in k}

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from selm_ray.actors import remote
 from selm_ray.core.config import Config, config_from_dict
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
@@ -65,11 +66,10 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
             plan: IterationPlan) -> Decision:
     """Rank 0 only: what every rank does next. ``request_id`` is new for every call: a re-sent
     sample (the buffer died before replying) gets the same batch back, not a second one."""
-    import ray
 
-    from selm_ray.actors.launch import call_with_retry
+    from selm_ray.actors.remote import call_with_retry
 
-    poll = ray.get(channel.poll.remote())
+    poll = remote.get(channel.poll.remote(), "channel.poll")
     want = cfg.learner.batch_size * world
     iterative = cfg.schedule.mode in ("iterative", "sequential")
     draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
@@ -126,16 +126,15 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int, bum
     if rank == 0:
         # numpy arrays are read zero-copy from the object store on the receiving side
         ref = ray.put({k: v.numpy() for k, v in sd.items()})
-        ray.get(channel.publish.remote(st.version, [ref], time.time() - t0))
+        remote.get(channel.publish.remote(st.version, [ref], time.time() - t0), "channel.publish")
 
 
 def _hold_until_stop(channel: Any, rank: int, world: int) -> None:
     """Rank 0 owns the last published weights (its ray.put): if it exited now, an engine still
     fetching them would fail with OwnerDiedError. The controller requests the stop only after
     every engine has loaded them (and the final evaluation ran)."""
-    import ray
 
-    while not _broadcast(bool(ray.get(channel.poll.remote())["stop"]) if rank == 0 else None, world):
+    while not _broadcast(bool(remote.get(channel.poll.remote(), "channel.poll")["stop"]) if rank == 0 else None, world):
         time.sleep(0.2)
 
 
@@ -170,12 +169,15 @@ def _restore_reference(engine: TrainEngine, st: LearnerState, loaded_from: str) 
 def reference_checksum(engine: TrainEngine) -> float | None:
     """Sum of the reference's parameters: equal before a stop and after its resume (tests, logs)."""
     ref = engine.models.reference
-    return None if ref is None else float(sum(p.double().sum().item() for p in ref.parameters()))
+    if ref is not None:
+        return float(sum(p.double().sum().item() for p in ref.parameters()))
+    # LoRA: the reference is the base under the adapter (every parameter but the adapter's)
+    return float(sum(p.double().sum().item() for n, p in engine.models.policy.named_parameters() if "lora_" not in n))
 
 
 def _checkpoint(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, run_dir: Path,
                 rank: int, buffer: Any) -> str:
-    from selm_ray.actors.launch import call_with_retry
+    from selm_ray.actors.remote import call_with_retry
 
     _save_reference(engine, st, run_dir, rank)
     cursor = call_with_retry(buffer.cursor) if rank == 0 else 0
@@ -205,6 +207,7 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.cluster.learner_threads)
     torch.manual_seed(cfg.run.seed)
+    remote.configure(cfg.cluster)
     models = load_models(loop_config["model_path"], cfg.learner)
     return cfg, rank, world, models, TrainEngine(models, cfg.learner, world)
 
@@ -221,20 +224,28 @@ def _restart_point(loop_config: dict[str, Any]) -> dict[str, Any]:
 def _after_restart(st: LearnerState, engine: TrainEngine, buffer: Any, channel: Any, rank: int, world: int,
                    cursor: int, resumed: bool) -> None:
     """A restarted group: the pairs served since its checkpoint wait in the buffer again (their
-    training was lost with the old group), and the checkpoint's weights are published anew."""
-    import ray
+    training was lost with the old group), and the checkpoint's weights are published anew.
 
-    from selm_ray.actors.launch import call_with_retry
+    In async the engines may hold versions newer than the restart point (published after the last
+    checkpoint, or with no checkpoint at all: the base model). Re-publishing an older number would
+    leave them on the lost lineage (an engine only loads a newer version), so the restart point is
+    published as the next number instead."""
+    from selm_ray.actors.remote import call_with_retry
 
-    starts = _broadcast(ray.get(channel.learner_start.remote(os.getpid())) if rank == 0 else None, world)
+    starts = _broadcast(remote.get(channel.learner_start.remote(os.getpid()), "channel.learner_start")
+                        if rank == 0 else None, world)
     if starts == 0:
         return  # the first start: a resume already rewound the buffer before it began
-    if resumed:
+    served = _broadcast(remote.get(channel.state.remote(), "channel.state")["version"] if rank == 0 else None, world)
+    if served > st.version:
+        st.version = served
+        _publish(engine, st, channel, rank, bump=True)
+    elif resumed:
         _publish(engine, st, channel, rank, bump=False)
     if rank == 0:
         undone = call_with_retry(buffer.rewind, cursor)
-        ray.get(channel.report.remote({"event": "learner_restart", "restarts": starts, "from_step": st.step,
-                                       "version": st.version, "pairs_served_again": undone}))
+        remote.get(channel.report.remote({"event": "learner_restart", "restarts": starts, "from_step": st.step,
+                                       "version": st.version, "pairs_served_again": undone}), "channel.report")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -260,14 +271,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         done = _broadcast(last is not None and checkpoint.load_state(last)["step"] == st.step, world)
         ckpt = str(last) if done else save()
         if rank == 0:
-            import ray as _ray
-
-            _ray.get(channel.finish.remote(ckpt))
+            remote.get(channel.finish.remote(ckpt), "channel.finish")
     except Exception as e:
         if rank == 0:
-            import ray as _ray
-
-            _ray.get(channel.finish.remote(None, f"{type(e).__name__}: {e}"))
+            remote.get(channel.finish.remote(None, f"{type(e).__name__}: {e}"), "channel.finish")
         raise
 
 
@@ -304,8 +311,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             save()
             _publish(engine, st, channel, rank, bump=False)
             if rank == 0:
-                ray.get(channel.report.remote({"event": "iteration_end", "step": st.step,
-                                               "iteration": st.iteration, "version": st.version}))
+                remote.get(channel.report.remote({"event": "iteration_end", "step": st.step,
+                                               "iteration": st.iteration, "version": st.version}), "channel.report")
             if st.iteration >= sched.iterations:
                 _hold_until_stop(channel, rank, world)
                 return
@@ -337,4 +344,4 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             metrics.update(step=st.step, iteration=st.iteration, version=st.version, pair_ids=[p.pair_id for p in d.pairs],
                            **({"pass": d.pass_} if d.pass_ > 1 else {}),
                            policy_lag=max(0, st.version - min((p.policy_version or 0) for p in d.pairs)))
-            ray.get(channel.report.remote(metrics))
+            remote.get(channel.report.remote(metrics), "channel.report")

@@ -56,18 +56,20 @@ def find_controller(run: str | None) -> tuple[str, Any]:
 
 
 def snapshot(run: str | None) -> dict[str, Any]:
-    import ray
+    from selm_ray.actors import remote
 
     _, actor = find_controller(run)
-    return ray.get(actor.snapshot.remote())
+    return remote.get(actor.snapshot.remote(), "controller.snapshot")
 
 
 def request_scale(run: str | None, generators: int | None, judges: int | None) -> tuple[str, dict[str, int]]:
     import ray
 
+    from selm_ray.actors import remote
+
     run, actor = find_controller(run)
     try:
-        return run, ray.get(actor.request_scale.remote(generators, judges))
+        return run, remote.get(actor.request_scale.remote(generators, judges), "controller.request_scale")
     except ray.exceptions.RayTaskError as e:
         raise AttachError(str(e.cause) if getattr(e, "cause", None) else str(e)) from None
 

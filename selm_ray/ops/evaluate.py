@@ -16,7 +16,7 @@ def _mean(xs: Sequence[float]) -> float | None:
 def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int | None = None) -> dict[str, Any]:
     import ray
 
-    from selm_ray.actors import launch
+    from selm_ray.actors import launch, remote
     from selm_ray.core.data import load_prompts
     from selm_ray.engines.models import resolve_model
 
@@ -25,14 +25,15 @@ def compare(cfg: Any, model: str, baseline: str, prompts: str, max_prompts: int 
     j = cfg.judge
     rm = resolve_model(j.judge_model) if j.judge_model else None  # reward model or ranker
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    remote.configure(cfg.cluster)
     try:
         gens = [launch.launch_generator(cfg, "eval", i, p, None) for i, p in enumerate(paths)]
-        answers = ray.get([g.answer.remote(records) for g in gens])  # both models at once
+        answers = remote.get([g.answer.remote(records) for g in gens], "generator.answer", "work")  # both at once
         for g in gens:
             launch.stop_actor(g)
         judge = launch.launch_judge(cfg, "eval", 0, resolve_model(cfg.model.path), rm, None)
         rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b), meta=r.meta) for r, a, b in zip(records, *answers)]
-        judgements = ray.get(judge.judge.remote(rollouts))
+        judgements = remote.get(judge.judge.remote(rollouts), "judge.judge", "work")
     finally:
         ray.shutdown()
     return {"model": paths[0], "baseline": paths[1], "prompts_file": prompts, "judge": judgements[0].judge,
@@ -47,7 +48,7 @@ def instruction_eval(cfg: Any, model: str, prompts: str, max_prompts: int | None
     """Greedy answers of ``model`` (one generator actor) scored by the instruction checks."""
     import ray
 
-    from selm_ray.actors import launch
+    from selm_ray.actors import launch, remote
     from selm_ray.core.data import DataError, load_prompts
     from selm_ray.engines.models import resolve_model
 
@@ -58,9 +59,10 @@ def instruction_eval(cfg: Any, model: str, prompts: str, max_prompts: int | None
                         f"(first: {bare[0]}); every row must be verifiable")
     path = resolve_model(model)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    remote.configure(cfg.cluster)
     try:
         gen = launch.launch_generator(cfg, "eval", 0, path, None)
-        answers = ray.get(gen.answer.remote(records, max_tokens or cfg.eval.max_new_tokens))
+        answers = remote.get(gen.answer.remote(records, max_tokens or cfg.eval.max_new_tokens), "generator.answer", "work")
     finally:
         ray.shutdown()
     return {"model": path, "prompts_file": prompts,

@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from selm_ray.actors import launch
+from selm_ray.actors import launch, remote
 from selm_ray.core.config import Config
 from selm_ray.core.data import (PromptRecord, check_prompt_lengths, iteration_slices, load_prompts,
                                 render_prompt, shuffled)
@@ -48,6 +48,7 @@ class Controller:
         # work whose pool has no member able to take it right now (all restarting or replaced)
         self._parked: deque = deque()
         self._held: list | None = None  # sequential mode: rollouts waiting for generation to end
+        self._sent: dict[Any, float] = {}  # in-flight work call -> when it was sent (work_timeout_s)
 
     # the parts tests and hooks reach for
     @property
@@ -177,7 +178,7 @@ class Controller:
             self.evaluator.instructions(t)
 
     def _finish(self) -> dict[str, Any]:
-        ray.get(self.ctx.channel.request_stop.remote())
+        remote.get(self.ctx.channel.request_stop.remote(), "channel.request_stop")
         self.ops.state = "finishing"
         self._wait_learner()
         if self.cfg.schedule.mode == "async":  # no iteration boundaries: what the engines serve at the end
@@ -227,6 +228,7 @@ class Controller:
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
                 self._collect(ref, inflight.pop(ref), inflight)
+            self._kill_overdue(inflight)
             if self.cfg.schedule.mode == "async":
                 self.pm.push_weights()
             self.progress.update(iteration)
@@ -243,10 +245,23 @@ class Controller:
         member.start_call()
         ref = getattr(member.actor, method).remote(payload)
         inflight[ref] = (pool, member, method, payload)
+        self._sent[ref] = time.time()
+
+    def _kill_overdue(self, inflight: dict) -> None:
+        """A work call past cluster.work_timeout_s: its member is alive but stuck (a wedged engine,
+        a stopped process). Killing it turns the call into an actor error, which _collect re-sends."""
+        now, limit = time.time(), remote.bound("work")
+        for ref, sent in list(self._sent.items()):
+            if now - sent > limit and ref in inflight:
+                pool, member, method, _ = inflight[ref]
+                self._sent[ref] = float("inf")  # the error arrives through ray.wait
+                if member.probe is None:  # not killed already for another of its calls
+                    self.pm.kill_hung(pool, member, method, now - sent)
 
     def _collect(self, ref: Any, entry: tuple, inflight: dict) -> None:
         pool, member, method, payload = entry
         member.end_call()
+        self._sent.pop(ref, None)
         try:
             result = ray.get(ref)
         except RESTARTED as e:
@@ -283,13 +298,13 @@ class Controller:
                 c.rejected_scores.append(p.rejected_score)
         self.ops.live.add_pairs(pairs)
         # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
-        c.pairs += launch.call_with_retry(self.ctx.buffer.add, pairs)
+        c.pairs += remote.call_with_retry(self.ctx.buffer.add, pairs)
         c.prompts_done += len(rollouts)
 
     def _wait_for_version(self, version: int) -> None:
         while not self.ctx.stop_event.is_set():
             self._tick(version - 1)
-            if ray.get(self.ctx.channel.state.remote())["version"] >= version:
+            if remote.get(self.ctx.channel.state.remote(), "channel.state")["version"] >= version:
                 return
             time.sleep(0.2)
 

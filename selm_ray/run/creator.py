@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import ray
 
-from selm_ray.actors import launch
+from selm_ray.actors import remote
 from selm_ray.core.data import PromptRecord
 from selm_ray.core.jsonl import AppendLog, read_log
 from selm_ray.core.selfinstruct import PromptFilter, pick_examples
@@ -80,10 +80,11 @@ class PromptCreator:
         seed = self.ctx.cfg.run.seed + 100_003 * (iteration + 1) + offset  # new samples every round
         calls = list(enumerate(zip(members, chunks)))
         try:
-            outs = ray.get([m.actor.create_prompts.remote(chunk, seed + i) for i, (m, chunk) in calls])
+            outs = remote.get([m.actor.create_prompts.remote(chunk, seed + i) for i, (m, chunk) in calls],
+                              "generator.create_prompts", "work")
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             # a generator restarted: ask again, one by one, waiting for it to come back
-            outs = [launch.call_with_retry(m.actor.create_prompts, chunk, seed + i) for i, (m, chunk) in calls]
+            outs = [remote.call_with_retry(m.actor.create_prompts, chunk, seed + i, kind="work") for i, (m, chunk) in calls]
         merged: list[Any] = [None] * len(requests)
         for i, out in enumerate(outs):
             merged[i::len(members)] = out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from selm_ray.actors import launch
+from selm_ray.actors import remote
 from selm_ray.core.data import DataError, load_prompts
 from selm_ray.core.evaluation import (agreement, as_rollouts, instruction_accuracy, load_labelled,
                                       win_tie_loss)
@@ -58,7 +58,7 @@ class Evaluator:
         if not self._instructions:
             return None
         member = self.pm.member(self.pm.gens)
-        answers = launch.call_with_retry(member.actor.answer, self._instructions, self.ctx.cfg.eval.max_new_tokens)
+        answers = remote.call_with_retry(member.actor.answer, self._instructions, self.ctx.cfg.eval.max_new_tokens, kind="work")
         acc = instruction_accuracy([(r.meta, a.text, a.num_tokens) for r, a in zip(self._instructions, answers)])
         row = {"event": "instruction_eval", "iteration": iteration, "policy_version": member.version,
                **acc, "time": time.time()}
@@ -74,7 +74,7 @@ class Evaluator:
         if not self._labelled:
             return
         ctx = self.ctx
-        judgements = launch.call_with_retry(self.pm.member(self.pm.judges).actor.judge, self._labelled)
+        judgements = remote.call_with_retry(self.pm.member(self.pm.judges).actor.judge, self._labelled, kind="work")
         row = {"event": "judge_eval", "iteration": iteration, "data": ctx.cfg.judge.eval_data,
                **agreement(judgements), "time": time.time()}
         ctx.write_metrics(row)
@@ -89,17 +89,17 @@ class Evaluator:
         if not e.prompts or self.ctx.cfg.schedule.mode == "async":
             return
         self._records, _ = load_prompts(e.prompts, "train", "error", "ignore", e.max_prompts)
-        self._baseline = launch.call_with_retry(self.pm.member(self.pm.gens).actor.answer, self._records)
+        self._baseline = remote.call_with_retry(self.pm.member(self.pm.gens).actor.answer, self._records, kind="work")
 
     def policy_vs_start(self, iteration: int) -> None:
         """The policy the engines now serve vs the baseline, judged by the judge pool."""
         if not self._records:
             return
         member = self.pm.member(self.pm.gens)
-        answers = launch.call_with_retry(member.actor.answer, self._records)
+        answers = remote.call_with_retry(member.actor.answer, self._records, kind="work")
         rollouts = [Rollout(r.prompt_id, r.messages, "", (a, b), meta=r.meta)
                     for r, a, b in zip(self._records, answers, self._baseline)]
-        judgements = launch.call_with_retry(self.pm.member(self.pm.judges).actor.judge, rollouts)
+        judgements = remote.call_with_retry(self.pm.member(self.pm.judges).actor.judge, rollouts, kind="work")
         row = {"event": "eval", "iteration": iteration, "policy_version": member.version,
                **win_tie_loss([(j.scores[0], j.scores[1]) for j in judgements]),
                "mean_tokens_policy": _mean([a.num_tokens for a in answers]),

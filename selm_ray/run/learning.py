@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import ray
+
+from selm_ray.actors import remote
 
 from selm_ray.run.context import RunContext
 
@@ -33,7 +34,7 @@ class LearnerDriver:
         """Raise the learner's failure, if any; log the step metrics it sent since the last call."""
         if self._error:
             raise RuntimeError(f"learner failed: {self._error[0]}") from self._error[0]
-        rows = ray.get(self.ctx.channel.drain_metrics.remote())
+        rows = remote.get(self.ctx.channel.drain_metrics.remote(), "channel.drain_metrics")
         self.ctx.write_metrics(*rows)
         for m in rows:
             self.learn_seconds += m.get("step_seconds", 0.0)

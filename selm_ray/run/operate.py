@@ -8,9 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import ray
-
-from selm_ray.actors import launch
+from selm_ray.actors import launch, remote
 from selm_ray.core.autoscale import AutoscalePolicy, Observation
 from selm_ray.core.jsonl import AppendLog
 from selm_ray.core.livestats import LiveStats
@@ -47,7 +45,7 @@ class Operator:
         if not force and now - self._last_snapshot < SNAPSHOT_EVERY_S:
             return None
         self._last_snapshot = now
-        request = ray.get(self.control.take_scale_request.remote())
+        request = remote.get(self.control.take_scale_request.remote(), "control.take_scale_request")
         for name, n in request.items():
             self.pm.resize(name[:-1], n, "selm-ray scale")
         snap = self.snapshot(now)
@@ -77,8 +75,8 @@ class Operator:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         ctx, c = self.ctx, self.ctx.counters
-        st = launch.call_with_retry(ctx.buffer.stats)  # the buffer may be restarting
-        learner = ray.get(ctx.channel.state.remote())
+        st = remote.call_with_retry(ctx.buffer.stats)  # the buffer may be restarting
+        learner = remote.get(ctx.channel.state.remote(), "channel.state")
         pin, pout = self.live.rates(now, c.pairs, st.served)
         lags = {int(k): v for k, v in st.lag_histogram.items()}
         m = ctx.last_metrics

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from selm_ray.actors import launch
+from selm_ray.actors import launch, remote
 from selm_ray.run.context import RunContext
 from selm_ray.run.pool import Member, Pool
 
@@ -62,7 +62,11 @@ class PoolManager:
             if not pool.starting:
                 continue
             refs = list(pool.starting)
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if block else 0)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=remote.bound("start") if block else 0)
+            if block and len(ready) < len(refs):
+                late = ", ".join(pool.starting[r].name for r in refs if r not in ready)
+                raise remote.RemoteTimeout(f"{late}: engine not up within {remote.bound('start'):g} s "
+                                           "(cluster.start_timeout_s); see logs/ in the run folder")
             for ref in ready:
                 m = pool.starting.pop(ref)
                 m.version, m.joined = ray.get(ref), time.time()
@@ -104,9 +108,10 @@ class PoolManager:
         if back:
             self.push_weights()  # a restart that read the channel before the newest version
 
-    def member(self, pool: Pool, timeout: float = 600.0) -> Member:
+    def member(self, pool: Pool, timeout: float | None = None) -> Member:
         """A member able to take a direct call (evaluation), waiting while every one is restarting
-        or being replaced; bounded, with a named error."""
+        or being replaced; bounded (cluster.work_timeout_s by default), with a named error."""
+        timeout = remote.bound("work") if timeout is None else timeout
         deadline = time.time() + timeout
         while not pool.active():
             if time.time() > deadline:
@@ -115,6 +120,19 @@ class PoolManager:
             self.admit()
             time.sleep(0.2)
         return pool.pick()
+
+    def kill_hung(self, pool: Pool, m: Member, what: str, seconds: float) -> None:
+        """``m`` is alive but a call of its is overdue: kill its process so that Ray restarts it (or,
+        with its restarts used up, the pool replaces it); the caller re-sends the work."""
+        event = {"event": "actor_hung", "pool": pool.kind, "actor": m.name, "call": what,
+                 "seconds": round(seconds, 1), "time": time.time(),
+                 "reason": f"{m.name}: {what} unanswered after {seconds:.0f} s (cluster.work_timeout_s "
+                           f"{remote.bound('work'):g}); killed, its work goes to another member"}
+        self.events.append(event)
+        self.ctx.write_metrics(event)
+        self.ctx.log(event["reason"])
+        ray.kill(m.actor, no_restart=False)
+        self.suspect(m)
 
     def _replace(self, pool: Pool, m: Member) -> None:
         pool.members.remove(m)
@@ -169,7 +187,7 @@ class PoolManager:
 
     def push_weights(self) -> None:
         """Send the newest published version to every engine that lacks it (object store, no disk)."""
-        version, box = ray.get(self.ctx.channel.latest_weights.remote())
+        version, box = remote.get(self.ctx.channel.latest_weights.remote(), "channel.latest_weights")
         if box is None:
             return
         sent = []
@@ -204,17 +222,24 @@ class PoolManager:
                 pass  # async end: the learner left with a newer version pending; the engine keeps its own
 
     def _await_update(self, m: Member, ref: Any) -> float | None:
+        t0 = time.time()
         try:
-            return ray.get(ref)
+            return remote.get(ref, f"{m.name}.update_weights")
+        except remote.RemoteTimeout:
+            self.kill_hung(self._pool_of(m), m, "update_weights", time.time() - t0)
+            return None  # its restart loads the newest weights itself (catch_up)
         except RESTARTED:
             # the actor died meanwhile: a suspect until its probe answers (then it is brought up
             # to the newest version, see check_suspects) or it is replaced (a new one loads it)
             self.suspect(m)
             return None
 
+    def _pool_of(self, m: Member) -> Pool:
+        return self.gens if m in self.gens.members else self.judges
+
     def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The generators' and the separate judges' own stats (no judges when colocated)."""
-        gen = ray.get([m.actor.stats.remote() for m in self.gens.members if m.probe is None])
-        judges = [] if self.judges is self.gens else ray.get(
-            [m.actor.stats.remote() for m in self.judges.members if m.probe is None])
+        gen = remote.get([m.actor.stats.remote() for m in self.gens.members if m.probe is None], "generator.stats")
+        judges = [] if self.judges is self.gens else remote.get(
+            [m.actor.stats.remote() for m in self.judges.members if m.probe is None], "judge.stats")
         return gen, judges

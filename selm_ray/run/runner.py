@@ -16,7 +16,10 @@ def _init_ray(cfg: Config, namespace: str) -> None:
     two runs on one cluster never see each other's named actors."""
     import ray
 
+    from selm_ray.actors import remote
+
     c = cfg.cluster
+    remote.configure(c)
     address = c.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=namespace)  # never a private cluster then

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import ray
+
+from selm_ray.actors import remote
 
 from selm_ray.run.context import RunContext
 from selm_ray.run.evaluation import Evaluator
@@ -19,8 +20,8 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
                   prompt_creation: dict[str, int] | None) -> dict[str, Any]:
     c = ctx.counters
     pm.finish_syncs()
-    state = ray.get(ctx.channel.state.remote())
-    stats = ray.get(ctx.buffer.stats.remote())
+    state = remote.get(ctx.channel.state.remote(), "channel.state")
+    stats = remote.get(ctx.buffer.stats.remote(), "buffer.stats")
     gen_stats, judge_stats = pm.stats()
     loop_s = time.time() - ctx.loop_t0
     busy = {"generate": sum(g["busy_seconds"] for g in gen_stats),
@@ -36,7 +37,7 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "learner_restarts": state["restarts"],
         "buffer": {"served": stats.served, "dropped_stale": stats.dropped_stale, "left": stats.size,
                    "duplicates": stats.duplicates, "lag_histogram": stats.lag_histogram,
-                   "rewound": stats.rewound, "node": ray.get(ctx.buffer.node.remote())},
+                   "rewound": stats.rewound, "node": remote.get(ctx.buffer.node.remote(), "buffer.node")},
         "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
         "generators": gen_stats, "judges": judge_stats,
         "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],

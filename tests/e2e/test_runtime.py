@@ -164,6 +164,10 @@ def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_i
     kept = [m for m in metrics[:again] if "loss" in m and m["step"] <= killed["v1_step"]] + \
         [m for m in metrics[again:] if "loss" in m]
     assert sorted(i for m in kept for i in m["pair_ids"]) == sorted(ids)
+    # LoRA's reference is the base under the adapter: the restarted learner (loaded from the merged
+    # checkpoint, then DeepSpeed's module state) trains against the same one
+    refs = [m["ref_checksum"] for m in metrics if "ref_checksum" in m]
+    assert len(refs) == 2 and refs[1] == pytest.approx(refs[0], rel=1e-12)
     assert s["generators"][0]["version"] == 2
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["ref_response"] is None for p in pairs)  # DPO asked for no y_ref
@@ -183,13 +187,75 @@ def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_i
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["candidates"] == 4
 
 
-def test_async_schedule_with_ddp(tmp_path, tiny_model_path, joined):
+def test_a_stuck_judge_is_killed_after_work_timeout_and_its_work_resent(tmp_path, tiny_model_path, joined):
+    """A judge that stops answering (its process SIGSTOPped: alive to Ray, answering nothing) must not
+    hang the run: past cluster.work_timeout_s its call is overdue, the member is killed (Ray restarts
+    it) and the batch re-sent; no judged pair is lost or duplicated."""
+    import os
+    import signal
+
+    import ray
+
+    stopped = {}
+
+    def freeze(ctl):
+        def run():
+            while not getattr(getattr(ctl, "pm", None), "judges", None) or not ctl.judges.members:
+                time.sleep(0.05)  # the judge joined its pool: stop it before it judges anything
+            judge = ctl.judges.members[0].actor
+            stopped["pid"] = ray.get(judge.__ray_call__.remote(lambda self: os.getpid()))
+            os.kill(stopped["pid"], signal.SIGSTOP)  # this machine is its node
+
+        threading.Thread(target=run, daemon=True).start()
+
+    s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", "schedule.prompts_per_iteration=12",
+               "cluster.work_timeout_s=8", "cluster.call_timeout_s=30", joined, controller_hook=freeze)
+    assert "pid" in stopped, "the judge was never stopped"
+    assert s["learner_error"] is None and s["prompts"] == 12
+    hung = [e for e in s["pool_events"] if e["event"] == "actor_hung"]
+    assert len(hung) == 1 and hung[0]["pool"] == "judge" and hung[0]["call"] == "judge" and hung[0]["seconds"] > 8
+    assert s["retries"] >= 1  # the batch it held was re-sent
+    ids = _pair_ids(tmp_path / "run")
+    assert len(ids) == len(set(ids)) == s["pairs"] and sorted(_served_ids(tmp_path / "run")) == sorted(ids)
+    with pytest.raises(ProcessLookupError):
+        os.kill(stopped["pid"], 0)  # the stuck process is gone, not left behind
+
+
+def _kill_learner_at_version(ctl, killed, version):
+    import os
+    import signal
+
+    import ray
+
+    def run():
+        while (st := ray.get(ctl.ctx.channel.state.remote()))["version"] < version:
+            time.sleep(0.05)
+        os.kill(st["learner_pid"], signal.SIGKILL)  # the worker's own process: this machine is its node
+        killed.update(version=st["version"], step=st["step"])
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_async_schedule_with_ddp_survives_a_killed_learner_without_checkpoint(tmp_path, tiny_model_path, joined):
+    """async, no learner.checkpoint_every: a killed learner restarts from the base model, and the
+    versions it publishes go on from the engines' newest (an engine only loads a newer number: had the
+    restart published v1 again, the engines would have kept the lost lineage's weights)."""
+    killed = {}
     s = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.mode=async", "schedule.sync_every=1",
                "schedule.ref_update_every=2", "learner.engine=ddp", "buffer.max_policy_lag=1",
-               "judge.colocate=true", joined)
-    assert s["learner_error"] is None and s["learner_steps"] >= 2
+               "judge.colocate=true", "schedule.prompts_per_iteration=12", joined,
+               controller_hook=lambda ctl: _kill_learner_at_version(ctl, killed, 2))
+    assert killed, "the learner was never killed"
+    assert s["learner_error"] is None and s["learner_restarts"] == 1
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    restart = [m for m in metrics if m.get("event") == "learner_restart"]
+    assert len(restart) == 1 and restart[0]["from_step"] == 0 and restart[0]["version"] > killed["version"]
+    assert restart[0]["pairs_served_again"] >= 2  # no checkpoint: every pair it was served waits again
+    after = [m for m in metrics[metrics.index(restart[0]):] if "loss" in m]
+    assert after and [m["step"] for m in after] == list(range(1, len(after) + 1))
+    assert s["policy_version"] == restart[0]["version"] + len(after)  # one publication per step, on from there
+    assert s["generators"][0]["version"] == s["policy_version"]  # the engines followed the new lineage
     assert s["judges"] == [] and s["generators"][0]["candidates"] == s["candidates"]  # judged in place
-    assert s["policy_version"] == s["learner_steps"]  # one publication per step
     b = s["buffer"]
     assert b["served"] + b["dropped_stale"] + b["left"] == s["pairs"]
     assert all(int(lag) <= 1 for lag in b["lag_histogram"])

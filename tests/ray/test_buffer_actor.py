@@ -3,7 +3,7 @@ import time
 
 import ray
 
-from selm_ray.actors import launch
+from selm_ray.actors import launch, remote
 from selm_ray.core.config import load_config
 from selm_ray.core.records import PreferencePair
 
@@ -22,11 +22,11 @@ def test_buffer_actor_survives_kill_and_dedupes_resends(tmp_path):
         pid = ray.get(buf.pid.remote())
         ray.kill(buf, no_restart=False)
         deadline = time.time() + 60
-        while launch.call_with_retry(buf.pid) == pid:  # until the restarted process answers
+        while remote.call_with_retry(buf.pid) == pid:  # until the restarted process answers
             assert time.time() < deadline, "the buffer actor did not restart"
             time.sleep(0.2)
         # a re-sent add after the crash (the caller could not know it had landed) adds nothing
-        assert launch.call_with_retry(buf.add, [_pair(3), _pair(4), _pair(5)]) == 1
+        assert remote.call_with_retry(buf.add, [_pair(3), _pair(4), _pair(5)]) == 1
         assert [p.pair_id for p in ray.get(buf.sample.remote(10, 0))] == ["p2", "p3", "p4", "p5"]
         assert ray.get(buf.stats.remote()).reloaded == 3
     finally:
