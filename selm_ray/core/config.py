@@ -491,6 +491,14 @@ class RunConfig(_Section):
     name: str = Field("selm", description="Run ids start with this name.")
     output_dir: str = Field("runs", description="Run directories go under this folder.")
     seed: int = Field(0, description="Random seed (sampling, training, prompt creation).")
+    storage_path: str | None = Field(None, description=(
+        "A folder every node mounts (NFS, a shared volume): checkpoints and Ray Train's state go to "
+        "<storage_path>/<run folder name>/, since learner rank 0 may run on any node. null: the run "
+        "folder (one machine). Cloud URIs are not supported: mount the bucket."))
+
+    def _check_values(self) -> None:
+        _check(not self.storage_path or "://" not in self.storage_path, "storage_path",
+               f"must be a mounted folder, got the URI {self.storage_path!r} (mount the bucket and give its path)")
 
 
 class Config(_Section):

@@ -22,6 +22,13 @@ OPTIMIZER_DIR = "optimizer"
 REFERENCE_DIR = "reference"  # the reference model, when no other folder holds its weights
 
 
+def home(run_dir: Path, storage_path: str | None) -> Path:
+    """Where a run's checkpoints (and Ray Train's own state) live: the run folder on one machine,
+    or ``<run.storage_path>/<run folder name>`` on a folder every node mounts (learner rank 0 writes
+    checkpoints wherever Ray places it; the driver reads them on resume)."""
+    return Path(storage_path).resolve() / Path(run_dir).name if storage_path else Path(run_dir)
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step:06d}"
 

@@ -47,11 +47,12 @@ def _torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], run_dir:
 def build_trainer(cfg: Config, model_path: str, buffer: Any, channel: Any, run_dir: Path,
                   resume_from: str | None = None) -> Any:
     """The preference learner (reads the buffer, publishes weights through the channel)."""
+    from selm_ray.learner.checkpoint import home
     from selm_ray.learner.loop import train_loop_per_worker
 
     return _torch_trainer(cfg, train_loop_per_worker, {"model_path": model_path, "buffer": buffer,
                                                        "channel": channel, "resume_from": resume_from},
-                          run_dir, "learner")
+                          home(run_dir, cfg.run.storage_path), "learner")
 
 
 def build_sft_trainer(cfg: Config, model_path: str, examples: list[Any], out_dir: Path) -> Any:

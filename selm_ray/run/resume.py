@@ -53,9 +53,10 @@ def check_resume_config(run_dir: Path, new: dict[str, Any]) -> None:
 def prepare_resume(ctx: RunContext) -> str:
     """Set the context's start version and iteration from the newest complete checkpoint, rewind
     the buffer's cursor to it, and return the checkpoint folder (the weights to start from)."""
-    ckpt = checkpoint.latest(ctx.run_dir)
+    ckpt_home = checkpoint.home(ctx.run_dir, ctx.cfg.run.storage_path)
+    ckpt = checkpoint.latest(ckpt_home)
     if ckpt is None:
-        raise ResumeError(f"{ctx.run_dir}: no complete checkpoint under checkpoints/ to resume from")
+        raise ResumeError(f"{ckpt_home}: no complete checkpoint under checkpoints/ to resume from")
     state = checkpoint.load_state(ckpt)
     rewound = rewind(ctx.run_dir / "buffer", state["buffer_cursor"])
     ctx.start_version, ctx.start_iteration = state["version"], state["iteration"]

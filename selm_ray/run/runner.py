@@ -45,7 +45,7 @@ def run_sft(cfg: Config, run_dir: Path) -> Path:
 
     s = cfg.sft
     examples = (load_sft(s.ift_data, "ift") if s.ift_data else []) + (load_sft(s.eft_data, "eft") if s.eft_data else [])
-    out = run_dir / "sft"
+    out = checkpoint.home(run_dir, cfg.run.storage_path) / "sft"
     done = checkpoint.latest(out)
     if done is not None:  # a resumed run: M1 exists already
         return done
@@ -101,8 +101,9 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
 
     run_id = run_id or new_run_id(cfg.run.name)
     run_dir = Path(run_dir or Path(cfg.run.output_dir) / run_id).resolve()
-    if resume and checkpoint.latest(run_dir) is None:  # fail before starting anything
-        raise ResumeError(f"{run_dir}: no complete checkpoint under checkpoints/ to resume from")
+    ckpt_home = checkpoint.home(run_dir, cfg.run.storage_path)
+    if resume and checkpoint.latest(ckpt_home) is None:  # fail before starting anything
+        raise ResumeError(f"{ckpt_home}: no complete checkpoint under checkpoints/ to resume from")
     if resume:
         from selm_ray.run.resume import check_resume_config
 

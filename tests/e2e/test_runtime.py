@@ -266,22 +266,29 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
 
-    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", joined)
+    # checkpoints on a folder every node would mount (run.storage_path), apart from the run folder
+    shared = f"run.storage_path={tmp_path / 'shared'}"
+    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", shared, joined)
     run_dir = tmp_path / "run"
     assert first["learner_error"] is None and first["policy_version"] == 1
-    ckpt = checkpoint.latest(run_dir)
+    assert not (run_dir / "checkpoints").exists() and (tmp_path / "shared" / "run" / "ray_train").is_dir()
+    ckpt = checkpoint.latest(tmp_path / "shared" / "run")
+    assert str(ckpt) == first["checkpoint"]
     state = checkpoint.load_state(ckpt)
     assert state["step"] == first["learner_steps"] and state["iteration"] == 1
     assert (ckpt / "optimizer").is_dir()
 
     # a config that would re-slice the prompts or change the loss is refused before anything starts
-    bad = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined,
+    bad = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, joined,
                               "learner.loss=dpo", "learner.alpha=0", "data.shuffle_seed=7"])
     with pytest.raises(ResumeError) as e:
         runner.train(bad, run_dir, resume=True)
     assert "learner.loss: 'selm' -> 'dpo'" in str(e.value) and "data.shuffle_seed" in str(e.value)
     assert "schedule.iterations:" not in str(e.value)  # a key that may change is not listed
-    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined])
+    with pytest.raises(ResumeError, match="no complete checkpoint"):  # without the storage path: none here
+        runner.train(load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined]),
+                     run_dir, resume=True)
+    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, joined])
     second = runner.train(cfg, run_dir, resume=True)
     assert second["learner_error"] is None and second["policy_version"] == 2
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -154,3 +154,9 @@ def test_cli_config_errors_name_the_key_path(capsys):
 
     assert main(["config", "--set", "sft.epochs=three"]) == 2
     assert "sft.epochs: must be an integer, got 'three'" in capsys.readouterr().err
+
+
+def test_storage_path_must_be_a_mounted_folder():
+    with pytest.raises(ConfigError, match=r"run.storage_path.*mount the bucket"):
+        load_config(overrides=["run.storage_path=s3://bucket/runs"])
+    assert load_config(overrides=["run.storage_path=/mnt/shared"]).run.storage_path == "/mnt/shared"
