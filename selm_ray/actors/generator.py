@@ -97,4 +97,5 @@ class Generator:
         return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
                 "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
-                "failures": self.tally.failures}
+                "failures": self.tally.failures,
+                **({"judge_stats": self._judge.stats()} if hasattr(self._judge, "stats") else {})}

@@ -57,6 +57,10 @@ class SelfJudge:
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
         self.version: int | None = 0
         self.raw_failures: list[str] = []  # a few unparseable verdicts, for inspection
+        self.capped = 0  # answers cut so that rubric + prompt + answer fit the context
+
+    def stats(self) -> dict[str, Any]:
+        return {"capped_answers": self.capped}
 
     @property
     def name(self) -> str:
@@ -74,18 +78,34 @@ class SelfJudge:
         done = iter(score([p for p, f in zip(prompts, fits) if f]) if any(fits) else [])
         return [next(done) if f else CandidateScore(None, 0, 1, failure=JUDGE_INPUT_TOO_LONG) for f in fits]
 
+    def _capped(self, items: list[tuple[Rollout, str]], build: Any, max_tokens: int) -> list[str]:
+        """Judge prompts, ``build(rollout, answer)``; where the answer is what pushes the input past
+        the context, the judge reads its beginning only (cut to fit). An input whose rubric and
+        prompt alone do not fit stays too long: a failed judgement (_fitting)."""
+        tok = self.engine.tokenizer
+        prompts = [build(r, text) for r, text in items]
+        limit = self.engine.max_model_len - max_tokens
+        for k, ((r, text), ok) in enumerate(zip(items, self.engine.fits(prompts, max_tokens))):
+            if ok:
+                continue
+            over = len(self.engine.prompt_token_ids([prompts[k]])[0]) - limit
+            ids = tok.encode(text, add_special_tokens=False)
+            keep = len(ids) - over - 8  # margin: the cut text may tokenize a little differently
+            if keep > 0:
+                prompts[k] = build(r, tok.decode(ids[:keep]))
+                self.capped += 1
+        return prompts
+
     def _expected(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
-        prompts = [expected_score_prompt(tok, r.messages, text) for r, text in items]
+        prompts = self._capped(items, lambda r, text: expected_score_prompt(tok, r.messages, text), 1)
         return self._fitting(prompts, 1, lambda ps: [score_from_expected(lp) for lp in self.engine.digit_logprobs(ps)])
 
     def _generate(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
-        prompts = [
-            tok.apply_chat_template(build_judge_messages(r.messages, text), tokenize=False,
-                                    add_generation_prompt=True)
-            for r, text in items
-        ]
+        build = lambda r, text: tok.apply_chat_template(build_judge_messages(r.messages, text),  # noqa: E731
+                                                        tokenize=False, add_generation_prompt=True)
+        prompts = self._capped(items, build, self.max_new_tokens)
         return self._fitting(prompts, self.max_new_tokens, self._sampled)
 
     def _sampled(self, prompts: list[str]) -> list[CandidateScore]:

@@ -80,6 +80,8 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
         for p in pairs:
             fh.write(json.dumps(p.to_row(), ensure_ascii=False) + "\n")
     summary = _summary(rollouts, judgements, outcomes, pairs)
+    if cfg.judge.on_engine:
+        summary["judge_stats"] = gen.stats().get("judge_stats")
     summary["seconds"] = round(time.time() - t0, 1)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _log(t0, "done")

@@ -31,15 +31,18 @@ def test_expected_score_judge_on_tiny_model(tmp_path, tiny_model_path):
     data = tmp_path / "prompts.jsonl"
     rows = [{"id": f"ok-{i}", "prompt": f"Name a {w}."} for i, w in enumerate(("fruit", "colour", "river"))]
     rows += [{"id": "judge-too-long", "prompt": "apple " * 280}, {"id": "too-long", "prompt": "apple " * 500}]
+    # rubric + this prompt fit, but not with a whole 64-token answer: the judge reads the answer cut
+    rows += [{"id": "answer-capped", "prompt": "apple " * 225}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary, pairs = _demo(tmp_path, f"model.path={tiny_model_path}", "generation.num_candidates=3",
-                           f"data.source={data}", "model.max_model_len=512", "data.on_bad_row=skip", prompts=5)
-    assert summary["prompts"] == 5 and summary["candidates"] == 12  # 4 prompts x 3; none for the skipped one
+                           f"data.source={data}", "model.max_model_len=512", "data.on_bad_row=skip", prompts=6)
+    assert summary["prompts"] == 6 and summary["candidates"] == 15  # 5 prompts x 3; none for the skipped one
     assert summary["no_pair"].get("prompt_too_long") == 1 and summary["no_pair"].get("too_few_scored", 0) >= 1
     # expected scores are probability-weighted digits: a failure only where the judge input was too long
     assert summary["judge_failures"] == 3
-    assert summary["pairs"] + sum(summary["no_pair"].values()) == 5
-    assert {p["prompt_id"] for p in pairs} <= {"ok-0", "ok-1", "ok-2"}
+    assert summary["judge_stats"]["capped_answers"] >= 1  # answer-capped's long answers, judged
+    assert summary["pairs"] + sum(summary["no_pair"].values()) == 6
+    assert {p["prompt_id"] for p in pairs} <= {"ok-0", "ok-1", "ok-2", "answer-capped"}
     for p in pairs:
         assert 0 <= p["rejected_score"] < p["chosen_score"] <= 5
         assert p["ref_response"] is not None and p["chosen_version"] == 0
