@@ -71,42 +71,44 @@ class SelfJudge:
         scores = self._expected(items) if self.mode == "expected" else self._generate(items)
         return _regroup(rollouts, scores, self.name, self.version)
 
-    def _fitting(self, prompts: list[str], max_tokens: int, score: Any) -> list[CandidateScore]:
+    def _fitting(self, prompts: list[str], fits: list[bool], score: Any) -> list[CandidateScore]:
         """``score(prompts that fit)`` -> their scores; a judge input too long for the engine's
         context (rubric + prompt + answer) is a failed judgement, never a crash of the batch."""
-        fits = self.engine.fits(prompts, max_tokens)
         done = iter(score([p for p, f in zip(prompts, fits) if f]) if any(fits) else [])
         return [next(done) if f else CandidateScore(None, 0, 1, failure=JUDGE_INPUT_TOO_LONG) for f in fits]
 
-    def _capped(self, items: list[tuple[Rollout, str]], build: Any, max_tokens: int) -> list[str]:
-        """Judge prompts, ``build(rollout, answer)``; where the answer is what pushes the input past
-        the context, the judge reads its beginning only (cut to fit). An input whose rubric and
-        prompt alone do not fit stays too long: a failed judgement (_fitting)."""
+    def _capped(self, items: list[tuple[Rollout, str]], build: Any,
+                max_tokens: int) -> tuple[list[str], list[bool]]:
+        """Judge prompts, ``build(rollout, answer)``, and whether each fits the context; where the
+        answer is what pushes an input past it, the judge reads the answer's beginning (cut to fit).
+        An input whose rubric and prompt alone do not fit stays too long (a failed judgement)."""
         tok = self.engine.tokenizer
         prompts = [build(r, text) for r, text in items]
+        lengths = [len(ids) for ids in self.engine.prompt_token_ids(prompts)]
         limit = self.engine.max_model_len - max_tokens
-        for k, ((r, text), ok) in enumerate(zip(items, self.engine.fits(prompts, max_tokens))):
-            if ok:
+        fits = [n <= limit for n in lengths]
+        for k, (r, text) in enumerate(items):
+            if fits[k]:
                 continue
-            over = len(self.engine.prompt_token_ids([prompts[k]])[0]) - limit
             ids = tok.encode(text, add_special_tokens=False)
-            keep = len(ids) - over - 8  # margin: the cut text may tokenize a little differently
+            keep = len(ids) - (lengths[k] - limit) - 8  # margin: the cut text may tokenize differently
             if keep > 0:
                 prompts[k] = build(r, tok.decode(ids[:keep]))
-                self.capped += 1
-        return prompts
+                fits[k] = self.engine.fits([prompts[k]], max_tokens)[0]
+                self.capped += fits[k]
+        return prompts, fits
 
     def _expected(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
-        prompts = self._capped(items, lambda r, text: expected_score_prompt(tok, r.messages, text), 1)
-        return self._fitting(prompts, 1, lambda ps: [score_from_expected(lp) for lp in self.engine.digit_logprobs(ps)])
+        prompts, fits = self._capped(items, lambda r, text: expected_score_prompt(tok, r.messages, text), 1)
+        return self._fitting(prompts, fits, lambda ps: [score_from_expected(lp) for lp in self.engine.digit_logprobs(ps)])
 
     def _generate(self, items: list[tuple[Rollout, str]]) -> list[CandidateScore]:
         tok = self.engine.tokenizer
         build = lambda r, text: tok.apply_chat_template(build_judge_messages(r.messages, text),  # noqa: E731
                                                         tokenize=False, add_generation_prompt=True)
-        prompts = self._capped(items, build, self.max_new_tokens)
-        return self._fitting(prompts, self.max_new_tokens, self._sampled)
+        prompts, fits = self._capped(items, build, self.max_new_tokens)
+        return self._fitting(prompts, fits, self._sampled)
 
     def _sampled(self, prompts: list[str]) -> list[CandidateScore]:
         verdicts = self.engine.sample_texts(prompts, self.num_samples, self.temperature,
