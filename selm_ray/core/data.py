@@ -277,6 +277,11 @@ def render_prompt(tokenizer: Any, messages: Iterable[Message]) -> str:
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
+def templated_length(tokenizer: Any) -> Any:
+    """``count_tokens`` for check_prompt_lengths: a prompt's length as the engines template it."""
+    return lambda messages: len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def check_prompt_lengths(records: Sequence[PromptRecord], count_tokens: Any, max_new_tokens: int,
                          max_model_len: int, source: str, on_bad_row: str) -> int:
     """How many prompts leave no room for ``max_new_tokens`` answer tokens in ``max_model_len``

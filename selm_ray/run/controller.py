@@ -23,7 +23,7 @@ import ray
 from selm_ray.actors import launch, remote
 from selm_ray.core.config import Config
 from selm_ray.core.data import (PromptRecord, check_prompt_lengths, iteration_slices, load_prompts,
-                                render_prompt, shuffled)
+                                shuffled, templated_length)
 from selm_ray.core.pairs import build_pair
 from selm_ray.engines.models import resolve_model
 from selm_ray.learner.trainer import build_trainer
@@ -110,8 +110,7 @@ class Controller:
             return  # skip: the engine that gets one skips it and counts it (no_pair.prompt_too_long)
         s = cfg.schedule
         used = shuffled(self.records, cfg.data.shuffle_seed)[:s.iterations * s.prompts_per_iteration]
-        tok = AutoTokenizer.from_pretrained(model_path)
-        count = lambda msgs: len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])  # noqa: E731
+        count = templated_length(AutoTokenizer.from_pretrained(model_path))
         check_prompt_lengths(used, count, cfg.generation.max_new_tokens, cfg.model.max_model_len,
                              cfg.data.source, cfg.data.on_bad_row)
 

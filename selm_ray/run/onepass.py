@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selm_ray.core.config import Config, dump_config
-from selm_ray.core.data import check_prompt_lengths, load_prompts, render_prompt, shuffled
+from selm_ray.core.data import check_prompt_lengths, load_prompts, shuffled, templated_length
 from selm_ray.engines.models import resolve_model
 from selm_ray.core.pairs import build_pair
 
@@ -62,9 +62,8 @@ def run_one_pass(cfg: Config, num_prompts: int, run_dir: Path) -> dict[str, Any]
     _log(t0, f"{len(records)} prompts from {report.source} ({report.kept} valid, {report.skipped} skipped)")
     gen = Generator(cfg.to_dict(), model)  # the same class the runtime runs as a Ray actor
     if cfg.data.on_bad_row == "error":  # skip: the generator skips and counts it (prompt_too_long)
-        tok = gen.engine.tokenizer
-        check_prompt_lengths(records, lambda m: len(tok(render_prompt(tok, m), add_special_tokens=False)["input_ids"]),
-                             cfg.generation.max_new_tokens, cfg.model.max_model_len, cfg.data.source, "error")
+        check_prompt_lengths(records, templated_length(gen.engine.tokenizer), cfg.generation.max_new_tokens,
+                             cfg.model.max_model_len, cfg.data.source, "error")
     _log(t0, "vLLM engine ready; generating")
     rollouts = gen.generate(records, seed=cfg.run.seed)
     _log(t0, f"generated {sum(len(r.candidates) for r in rollouts)} candidates; judging ({cfg.judge.kind})")
