@@ -25,14 +25,14 @@ def test_a_call_past_its_bound_names_the_call_and_the_setting(ray_address, short
 
     ray.init(address=ray_address)
     try:
-        actor = ray.remote(num_cpus=0)(Slow).remote()
+        actor, fresh = (ray.remote(num_cpus=0)(Slow).remote() for _ in range(2))
+        ray.get([actor.nap.remote(0.0), fresh.nap.remote(0.0)], timeout=120)  # both started (not timed)
         assert remote.call_with_retry(actor.nap, 0.0) == 0.0  # in time: the answer
         with pytest.raises(remote.RemoteTimeout, match=r"nap: no answer within 0.5 s \(cluster.call_timeout_s\)"):
             remote.call_with_retry(actor.nap, 3.0)
-        # work calls have their own, longer bound (a fresh actor: the first still naps)
-        actor = ray.remote(num_cpus=0)(Slow).remote()
-        assert remote.call_with_retry(actor.nap, 0.7, kind="work") == 0.7
+        # work calls have their own, longer bound (the other actor: the first still naps)
+        assert remote.call_with_retry(fresh.nap, 0.7, kind="work") == 0.7
         with pytest.raises(remote.RemoteTimeout, match=r"slow work: no answer within 1 s \(cluster.work_timeout_s\)"):
-            remote.get(actor.nap.remote(3.0), "slow work", "work")
+            remote.get(fresh.nap.remote(3.0), "slow work", "work")
     finally:
         ray.shutdown()
