@@ -48,6 +48,9 @@ _SCALARS: dict[Any, tuple[str, tuple[type, ...]]] = {
 }
 
 
+YAML_BOOLS = {False: "off", True: "on"}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -64,6 +67,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise errors[0]
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool) and YAML_BOOLS[value] in choices:
+            value = YAML_BOOLS[value]  # YAML 1.1 reads a bare off / on as a boolean
         _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
         return value
     if origin is list:

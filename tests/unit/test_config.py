@@ -160,3 +160,10 @@ def test_storage_path_must_be_a_mounted_folder():
     with pytest.raises(ConfigError, match=r"run.storage_path.*mount the bucket"):
         load_config(overrides=["run.storage_path=s3://bucket/runs"])
     assert load_config(overrides=["run.storage_path=/mnt/shared"]).run.storage_path == "/mnt/shared"
+
+
+def test_autocast_off_survives_yaml_booleans():
+    # YAML 1.1 reads a bare `off` as false: `--set learner.autocast=off` must still mean off
+    assert load_config(overrides=["learner.autocast=off"]).learner.autocast == "off"
+    with pytest.raises(ConfigError, match="learner.autocast"):
+        load_config(overrides=["learner.autocast=on"])
