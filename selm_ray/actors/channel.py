@@ -23,6 +23,7 @@ class LearnerChannel:
         self._metrics: list[dict[str, Any]] = []
         self.publish_seconds: list[float] = []
         self.wait_seconds = 0.0  # the learner's time waiting on the buffer
+        self.precision: dict[str, Any] | None = None  # the learner's dtypes and device (first step)
         self.starts = 0  # learner worker-group starts; more than one = restarts after failures
         self.learner_pid: int | None = None  # rank 0's process (its node's), for operators
 
@@ -37,7 +38,7 @@ class LearnerChannel:
         return {"version": self.version, "step": self.step, "iteration": self.iteration,
                 "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error,
                 "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1),
-                "learner_pid": self.learner_pid}
+                "learner_pid": self.learner_pid, "learner_precision": self.precision}
 
     def latest_weights(self) -> tuple[int, list[Any] | None]:
         return self.version, self.weights
@@ -63,6 +64,7 @@ class LearnerChannel:
     def report(self, metrics: dict[str, Any]) -> None:
         self.step = metrics.get("step", self.step)
         self.iteration = metrics.get("iteration", self.iteration)
+        self.precision = metrics.get("precision", self.precision)
         self._metrics.append({**metrics, "time": time.time()})
 
     def add_wait(self, seconds: float) -> None:

@@ -95,6 +95,7 @@ class Generator:
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
+                "dtype": self.engine.dtype,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
                 "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
                 "failures": self.tally.failures,

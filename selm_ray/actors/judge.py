@@ -41,6 +41,9 @@ class Judge:
         t = self.tally
         out = {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": t.busy_seconds,
                "candidates": t.candidates, "failures": t.failures}
+        dtype = getattr(self.engine, "dtype", None) or getattr(self.impl, "dtype", None)
+        if dtype:
+            out["dtype"] = dtype
         if hasattr(self.impl, "stats"):  # a judge's own counters (pairwise: comparisons, position bias)
             out["judge_stats"] = self.impl.stats()
         return out

@@ -53,6 +53,8 @@ class SelfJudge:
         if mode not in ("expected", "generate"):
             raise ValueError(f"judge mode must be 'expected' or 'generate', got {mode!r}")
         self.engine, self.mode = engine, mode
+        if mode == "expected":
+            engine.digit_ids()  # at the judge's start: a tokenizer that splits digits fails here, named
         self.num_samples, self.min_valid = num_samples, min_valid
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
         self.version: int | None = 0
@@ -136,13 +138,14 @@ def make_self_judge(cfg: Any, engine: Any) -> Any:
 class RewardModelJudge:
     """A Hugging Face sequence-classification model scoring (prompt, response) pairs."""
 
-    def __init__(self, path: str, batch_size: int = 8, max_length: int = 1024) -> None:
+    def __init__(self, path: str, batch_size: int = 8, max_length: int = 1024, dtype: str = "float32",
+                 device: str = "cpu") -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.path = path
+        self.path, self.device, self.dtype = path, device, dtype
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model {path} has {self.model.config.num_labels} labels; need 1 (a scalar)")
         if self.tokenizer.pad_token is None:
@@ -167,9 +170,9 @@ class RewardModelJudge:
         scores: list[CandidateScore] = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                 truncation=True, max_length=self.max_length)
+                                 truncation=True, max_length=self.max_length).to(self.device)
             with torch.no_grad():
-                logits = self.model(**enc).logits[:, 0]  # (B,)
+                logits = self.model(**enc).logits[:, 0].float().cpu()  # (B,)
             scores += [
                 CandidateScore(float(v), 1, 1) if torch.isfinite(v) else
                 CandidateScore(None, 0, 1, failure="reward model returned a non-finite score")
@@ -246,11 +249,12 @@ def _finite_or_none(p: float | None) -> float | None:
 class PairwiseRMJudge:
     """A PairRM-layout ranker (engines/pairrm.py) comparing candidates two at a time, on torch."""
 
-    def __init__(self, ranker_path: str, mode: str = "all", batch_size: int = 16) -> None:
+    def __init__(self, ranker_path: str, mode: str = "all", batch_size: int = 16, dtype: str = "float32",
+                 device: str = "cpu") -> None:
         from selm_ray.engines.pairrm import PairRanker
 
-        self.path, self.mode = ranker_path, mode
-        self.ranker = PairRanker.load(ranker_path, batch_size)
+        self.path, self.mode, self.dtype = ranker_path, mode, dtype
+        self.ranker = PairRanker.load(ranker_path, batch_size, dtype=dtype, device=device)
         self.tally = PairwiseTally()
 
     @property
@@ -315,9 +319,13 @@ def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None)
         import torch
 
         torch.set_num_threads(cfg.cluster.threads_per_actor)
+        from selm_ray.core.precision import resolve_dtype
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray gave this actor a GPU, or not
+        dtype = resolve_dtype(cfg.model.dtype, device == "cuda")
         if j.kind == "pairwise_rm":
-            return PairwiseRMJudge(reward_model_path or "", j.pairwise_mode), None
-        return RewardModelJudge(reward_model_path or ""), None
+            return PairwiseRMJudge(reward_model_path or "", j.pairwise_mode, dtype=dtype, device=device), None
+        return RewardModelJudge(reward_model_path or "", dtype=dtype, device=device), None
     if j.kind == "function":
         return FunctionJudge(j.function or ""), None
     from selm_ray.engines.vllm_engine import build_engine

@@ -96,7 +96,7 @@ class PairRMModule(nn.Module):
                 positions: torch.Tensor) -> torch.Tensor:
         """Logits (B,) of candidate1 beating candidate2; ``positions`` (B, 3): the markers' positions."""
         states = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = torch.arange(states.shape[0])
+        rows = torch.arange(states.shape[0], device=states.device)
         src, c1, c2 = (states[rows, positions[:, k]] for k in range(3))
         left = self.head_layer(torch.cat([src, c1], dim=-1))
         right = self.head_layer(torch.cat([src, c2], dim=-1))
@@ -128,7 +128,8 @@ class PairRanker:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
-    def load(cls, path: str | Path, batch_size: int = 16) -> "PairRanker":
+    def load(cls, path: str | Path, batch_size: int = 16, dtype: str = "float32",
+             device: str = "cpu") -> "PairRanker":
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, DebertaV2Config
 
@@ -148,7 +149,7 @@ class PairRanker:
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         check_keys(expected, {k: tuple(v.shape) for k, v in weights.items()}, str(weights_path))
         module.load_state_dict({k: v for k, v in weights.items() if k not in IGNORED_KEYS}, strict=True)
-        return cls(module, tokenizer, layout, batch_size)
+        return cls(module.to(device=device, dtype=getattr(torch, dtype)), tokenizer, layout, batch_size)
 
     # -- inputs -----------------------------------------------------------------------------------
     def _segment(self, marker: str, text: str, limit: int) -> list[int]:
@@ -188,9 +189,10 @@ class PairRanker:
         out = [math.nan] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            ids, mask, positions = self._batch([encoded[k] for k in chunk])
+            device = next(self.module.parameters()).device
+            ids, mask, positions = (t.to(device) for t in self._batch([encoded[k] for k in chunk]))
             with torch.no_grad():
-                logits = self.module(ids, mask, positions)
+                logits = self.module(ids, mask, positions).float()
             for k, logit in zip(chunk, logits.tolist()):
                 out[k] = _sigmoid(logit)
         return out

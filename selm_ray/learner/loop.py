@@ -29,6 +29,7 @@ from selm_ray.learner.batching import collate, engine_reference_logps, pack, row
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
 from selm_ray.learner.passes import IterationPlan
 from selm_ray.core.losses import compute_loss, get_loss
+from selm_ray.core.precision import resolve_dtype
 
 
 SELF_REF = "@policy"  # LearnerState.ref_path: the policy of the checkpoint about to be written
@@ -95,12 +96,13 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
                 phase_steps: int) -> dict[str, float]:
     spec = get_loss(cfg.learner.loss)
     layout = pack if cfg.learner.packed(torch.cuda.is_available()) else collate
-    batch = layout(tok, pairs, cfg.learner.max_length, spec.needs_ref_response)
+    batch = engine.to_device(layout(tok, pairs, cfg.learner.max_length, spec.needs_ref_response))
     n = len(pairs)
     policy_lp = row_logps(engine.forward_logits(batch), batch)
     ref_lp = None
     if cfg.learner.ref_logps_from_engine:
         ref_lp = engine_reference_logps(pairs, batch, st.ref_version, spec.needs_ref_response)
+        ref_lp = None if ref_lp is None else ref_lp.to(engine.device)
     ref_from_engine = ref_lp is not None
     if ref_lp is None:
         ref_lp = row_logps(engine.reference_logits(batch), batch)
@@ -120,12 +122,14 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int, bum
     predecessor put is gone with it, and a restarting engine would fetch it)."""
     import ray
 
+    from selm_ray.engines.transfer import pack_state_dict
+
     t0 = time.time()
-    sd = engine.full_state_dict()  # collective under ZeRO-3
+    sd = engine.full_state_dict(engine.publish_dtype)  # collective under ZeRO-3
     st.version += int(bump)
     if rank == 0:
         # numpy arrays are read zero-copy from the object store on the receiving side
-        ref = ray.put({k: v.numpy() for k, v in sd.items()})
+        ref = ray.put(pack_state_dict(sd))
         remote.get(channel.publish.remote(st.version, [ref], time.time() - t0), "channel.publish")
 
 
@@ -208,8 +212,29 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     torch.set_num_threads(cfg.cluster.learner_threads)
     torch.manual_seed(cfg.run.seed)
     remote.configure(cfg.cluster)
-    models = load_models(loop_config["model_path"], cfg.learner)
-    return cfg, rank, world, models, TrainEngine(models, cfg.learner, world)
+    device = worker_device()
+    precision = worker_precision(cfg, device)
+    models = load_models(loop_config["model_path"], cfg.learner, precision.weights, device)
+    engine = TrainEngine(models, cfg.learner, world, precision, device)
+    engine.publish_dtype = getattr(torch, resolve_dtype(cfg.model.dtype, cfg.cluster.generator_gpus > 0))
+    return cfg, rank, world, models, engine
+
+
+def worker_device() -> torch.device:
+    """This rank's device: the GPU Ray Train assigned it, else the CPU. DeepSpeed's accelerator is
+    chosen here too, for the node this worker runs on (read when deepspeed is first imported)."""
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
+    return device
+
+
+def worker_precision(cfg: Config, device: torch.device) -> Any:
+    from selm_ray.core.precision import learner_precision
+    from selm_ray.learner.engine import use_autocast
+
+    return learner_precision(cfg.model.dtype, cfg.learner.engine, device.type == "cuda", use_autocast(cfg.learner))
 
 
 def _restart_point(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -337,6 +362,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if rank == 0:
             if st.step == 1:
                 metrics["node"] = ray.get_runtime_context().get_node_id()
+                metrics["precision"] = {**engine.precision.as_dict(), "device": str(engine.device),
+                                        "published": str(engine.publish_dtype).removeprefix("torch.")}
             if first_step:  # of this worker group: the reference it trains against (resume checks)
                 metrics["ref_checksum"] = reference_checksum(engine)
                 first_step = False

@@ -40,6 +40,9 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
                    "rewound": stats.rewound, "node": remote.get(ctx.buffer.node.remote(), "buffer.node")},
         "mean_chosen_tokens": stats.mean_chosen_tokens, "mean_rejected_tokens": stats.mean_rejected_tokens,
         "generators": gen_stats, "judges": judge_stats,
+        # side by side: what the learner trains in and what the engines serve
+        "precision": {"learner": state.get("learner_precision"),
+                      "engines": sorted({s["dtype"] for s in gen_stats + judge_stats if "dtype" in s})},
         "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
         "pool_events": pm.events, "judge_eval": evaluator.judge_evals, "eval": evaluator.evals,
         "instruction_eval": evaluator.instruction_evals,
