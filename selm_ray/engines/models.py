@@ -1,7 +1,8 @@
 """Model specs: prepare the embedded SmolLM2, build tiny test models, resolve what a config names.
 
 A config's ``model.path`` may be
-- a prepared alias (``smollm2-135m-instruct``, ``tiny-llama``, ``tiny-rm``, ``tiny-pairrm``): made
+- a prepared alias (``smollm2-135m-instruct``, ``tiny-llama``, ``tiny-rm``, ``tiny-pairrm``,
+  ``tiny-mistral``, ``tiny-llama-sp``): made
   on first use in the cache (``$SELM_RAY_HOME/models``, default ``~/.cache/selm-ray/models``), offline;
 - a local Hugging Face folder (has a config.json);
 - a hub id (``org/name``), fetched through huggingface_hub; a clear error when that is offline.
@@ -132,7 +133,16 @@ PREPARERS: dict[str, Callable[[Path], object]] = {
     "tiny-llama": lambda out: build_tiny_causal_lm(out, seed=0),
     "tiny-rm": lambda out: build_tiny_reward_model(out, seed=0),
     "tiny-pairrm": lambda out: _build_tiny_pairrm(out),
+    # dry runs of the paper recipes (engines/tiny_models.py): their families, SentencePiece-style tokenizer
+    "tiny-mistral": lambda out: _build_family(out, "mistral"),
+    "tiny-llama-sp": lambda out: _build_family(out, "llama"),
 }
+
+
+def _build_family(out: Path, family: str) -> None:
+    from selm_ray.engines.tiny_models import build_tiny_family_model
+
+    build_tiny_family_model(out, family, seed=0)
 
 
 def _build_tiny_pairrm(out: Path) -> None:

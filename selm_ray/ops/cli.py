@@ -98,6 +98,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from selm_ray.run.runner import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from selm_ray.core.dryrun import dry_run_overrides
+
+        shrink = dry_run_overrides(cfg)
+        print("dry run: " + " ".join(f"--set {o}" for o in shrink), flush=True)
+        cfg = load_config(args.config, [*args.overrides, *shrink])
     run_dir = args.resume or args.run_dir
     summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume), run_id=args.run_id)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("generators", "judges")}, indent=2))
@@ -275,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run directory (default: <run.output_dir>/<name>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     t.add_argument("--run-id", type=_run_id, help="run id = Ray namespace (default: <run.name>-<time>-<random>)")
+    t.add_argument("--dry-run", action="store_true",
+                   help="the same run shrunk for one CPU machine: a tiny model of the same family, every "
+                        "size scaled down, no GPUs; dtype, ZeRO stage, LoRA, judge and schedule kept")
     t.set_defaults(func=_cmd_train)
 
     sf = sub.add_parser("sft", help="only the SFT stage (IFT + EFT data, config section sft): M0 -> M1")

@@ -83,6 +83,7 @@ class Controller:
         self.records, self.report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
                                                  cfg.data.extra_candidates, cfg.data.max_prompts)
         self._check_lengths(base_path)  # before any actor starts: a prompt that cannot fit fails fast
+        self._check_score_digits(judge_path)  # and a tokenizer the expected-score judge cannot read
         ctx.channel = launch.launch_channel(ctx.run_id, ctx.start_version)
         ctx.buffer = launch.launch_buffer(cfg, ctx.run_id, str(ctx.run_dir / "buffer"))
         self.pm = PoolManager(ctx, model_path, judge_path, rm_path)
@@ -113,6 +114,25 @@ class Controller:
         count = templated_length(AutoTokenizer.from_pretrained(model_path))
         check_prompt_lengths(used, count, cfg.generation.max_new_tokens, cfg.model.max_model_len,
                              cfg.data.source, cfg.data.on_bad_row)
+
+    def _check_score_digits(self, judge_path: str) -> None:
+        """Expected-score judging reads the score digits as single tokens; a SentencePiece tokenizer
+        (Llama-2, Mistral) splits them. Checked here, in a second, not by every engine at start."""
+        from transformers import AutoTokenizer
+
+        from selm_ray.core.judging.scoring import SCORE_TOKENS
+        from selm_ray.engines.vllm_engine import single_token_id
+
+        from selm_ray.core.config import ConfigError
+
+        j = self.cfg.judge
+        if j.kind == "self" and j.mode == "expected":
+            tok = AutoTokenizer.from_pretrained(judge_path)
+            try:
+                for digit in SCORE_TOKENS:
+                    single_token_id(tok, digit, judge_path)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

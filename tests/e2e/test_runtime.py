@@ -385,6 +385,9 @@ def test_autoscale_grows_generators_while_the_learner_waits(tmp_path, tiny_model
     grow = [e for e in s["pool_events"] if e["pool"] == "generator"]
     assert grow and (grow[0]["from"], grow[0]["to"]) == (1, 2) and grow[0]["reason"].startswith("autoscale: learner")
     assert len(s["generators"]) == 2 and all(g["calls"] > 0 and g["version"] == 3 for g in s["generators"])
+    # both, the one that joined mid-run included, serve the final weights (vLLM's weight-update API)
+    final = _checkpoint_checksum(Path(s["checkpoint"]))
+    assert [g["weights_checksum"] for g in s["generators"]] == pytest.approx([final, final], rel=1e-6)
 
 
 def test_a_run_that_does_not_fit_fails_at_once_and_one_that_finds_cpus_held_gives_up_in_time(

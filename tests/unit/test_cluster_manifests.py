@@ -11,6 +11,7 @@ from selm_ray.core.config import load_config
 
 SLOTS = {"generator_slot", "judge_slot", "learner_slot"}
 ROOT = Path(__file__).resolve().parents[2]
+IMAGE_APP = "/app"  # where cluster/kuberay/Dockerfile puts the repository
 
 
 def _load(rel):
@@ -37,9 +38,9 @@ def test_launcher_yaml():
     assert any("--dashboard-host=127.0.0.1" in cmd for cmd in c["head_start_ray_commands"])
 
 
-def _check_ray_cluster_spec(spec):
+def _check_ray_cluster_spec(spec, dashboard_host="127.0.0.1"):
     head = spec["headGroupSpec"]
-    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    assert head["rayStartParams"]["dashboard-host"] == dashboard_host
     assert head["template"]["spec"]["containers"][0]["image"]
     seen = set()
     for g in spec["workerGroupSpecs"]:
@@ -59,11 +60,25 @@ def test_kuberay_manifests(rel):
         _check_ray_cluster_spec(m["spec"])
     else:
         assert m["kind"] == "RayJob"
-        _check_ray_cluster_spec(m["spec"]["rayClusterSpec"])
+        # the submitter pod calls the head's job API: reachable within the cluster
+        _check_ray_cluster_spec(m["spec"]["rayClusterSpec"], dashboard_host="0.0.0.0")
+        assert "pip" not in yaml.safe_load(m["spec"]["runtimeEnvYAML"])  # the code is in the image
         argv = shlex.split(m["spec"]["entrypoint"])
-        assert argv[:2] == ["python", "jobs/train.py"] and (ROOT / argv[1]).is_file()
+        in_image = lambda path: ROOT / Path(path).relative_to(IMAGE_APP)  # noqa: E731
+        assert argv[:2] == ["python", "/app/jobs/train.py"] and in_image(argv[1]).is_file()
         config = argv[argv.index("--config") + 1]
-        assert load_config(ROOT / config).cluster.generator_slot == "generator_slot"
+        assert load_config(in_image(config)).cluster.generator_slot == "generator_slot"
+        images = {c["image"] for g in [m["spec"]["rayClusterSpec"]["headGroupSpec"], *m["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+                  for c in g["template"]["spec"]["containers"]}
+        assert images == {"selm-ray:gpu"}
+
+
+def test_job_image_carries_the_code_and_fails_on_a_failed_install():
+    lines = (ROOT / "cluster/kuberay/Dockerfile").read_text().splitlines()
+    assert f"COPY --chown=ray:users . {IMAGE_APP}" in lines
+    assert any(line.startswith("RUN python -m pip install") and "|| true" not in line for line in lines)
+    setup = _load("cluster/aws.yaml")["setup_commands"]
+    assert setup and not any("|| true" in cmd for cmd in setup)
 
 
 @pytest.mark.parametrize("name", ["zephyr-7b-selm", "llama3-8b-selm", "self-rewarding"])
