@@ -196,6 +196,11 @@ class JudgeConfig(_Section):
     min_valid: int = Field(1, description="Parsable verdicts an answer needs, in 1..num_samples.")
     temperature: float = Field(0.7, description="Sampling temperature of the verdicts.")
     max_new_tokens: int = Field(160, description="Length limit of each verdict.")
+    force_score: bool = Field(False, description=(
+        "mode generate: a verdict that ends without a usable 'Score: N' line is continued with "
+        "'Score: ' and the judge picks the digit 0-5 itself (constrained decoding, sampled at the "
+        "temperature above) instead of the verdict counting as failed. Off in the papers' "
+        "setting; on in --dry-run, where a random tiny model never writes the format."))
     follow_policy: bool = Field(True, description="Self-judge takes each new policy version (Self-Rewarding).")
     colocate: bool = Field(False, description=(
         "Self-judge inside each generator's engine instead of a separate judge pool: one engine "
@@ -237,6 +242,9 @@ class JudgeConfig(_Section):
             spec = self.function or ""
             _check(spec.count(":") == 1 and all(spec.split(":")), "function",
                    f"kind function needs 'package.module:function', got {self.function!r}")
+        if self.force_score:
+            _check(self.kind == "self" and self.mode == "generate", "force_score",
+                   f"only for kind: self with mode: generate (got kind {self.kind}, mode {self.mode})")
         if self.colocate:
             _check(self.on_engine and self.follow_policy, "colocate",
                    "needs kind: self or pairwise_llm and follow_policy: true (the judge then IS the "

@@ -75,6 +75,8 @@ def dry_run_overrides(cfg: Any) -> list[str]:
         sets["judge.ranker"] = "tiny-pairrm"
     if j.kind == "reward_model":
         sets["judge.reward_model"] = "tiny-rm"
+    if j.kind == "self" and j.mode == "generate":
+        sets["judge.force_score"] = "true"  # a random tiny model never writes 'Score: N' itself
     if j.num_samples > 2:
         sets["judge.num_samples"] = 2
         sets["judge.min_valid"] = min(j.min_valid, 2)

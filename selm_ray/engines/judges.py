@@ -19,6 +19,7 @@ from selm_ray.core.judging import (
     parse_score,
     score_from_expected,
 )
+from selm_ray.core.judging.scoring import SCORE_TOKENS
 from selm_ray.core.judging.pairwise import ComparisonPlan, PairwiseTally, plan_comparisons, score_candidates
 from selm_ray.core.judging.pairwise_prompt import (
     choice_probability,
@@ -49,7 +50,8 @@ class SelfJudge:
     """LLM-as-a-Judge with the rubric; ``engine`` is a VLLMEngine holding the judge's weights."""
 
     def __init__(self, engine: Any, mode: str = "expected", num_samples: int = 3, min_valid: int = 1,
-                 temperature: float = 0.7, max_new_tokens: int = 160, seed: int = 0) -> None:
+                 temperature: float = 0.7, max_new_tokens: int = 160, seed: int = 0,
+                 force_score: bool = False) -> None:
         if mode not in ("expected", "generate"):
             raise ValueError(f"judge mode must be 'expected' or 'generate', got {mode!r}")
         self.engine, self.mode = engine, mode
@@ -57,12 +59,14 @@ class SelfJudge:
             engine.digit_ids()  # at the judge's start: a tokenizer that splits digits fails here, named
         self.num_samples, self.min_valid = num_samples, min_valid
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
+        self.force_score = force_score
+        self.forced = 0  # verdicts whose score was forced (force_score)
         self.version: int | None = 0
         self.raw_failures: list[str] = []  # a few unparseable verdicts, for inspection
         self.capped = 0  # answers cut so that rubric + prompt + answer fit the context
 
     def stats(self) -> dict[str, Any]:
-        return {"capped_answers": self.capped}
+        return {"capped_answers": self.capped, **({"forced_scores": self.forced} if self.force_score else {})}
 
     @property
     def name(self) -> str:
@@ -115,13 +119,32 @@ class SelfJudge:
     def _sampled(self, prompts: list[str]) -> list[CandidateScore]:
         verdicts = self.engine.sample_texts(prompts, self.num_samples, self.temperature,
                                             self.max_new_tokens, seed=self.seed)
+        parsed_all = [[parse_score(t) for t in texts] for texts in verdicts]
+        if self.force_score:
+            self._force(prompts, verdicts, parsed_all)
         out = []
-        for texts in verdicts:
-            parsed = [parse_score(t) for t in texts]
+        for texts, parsed in zip(verdicts, parsed_all):
             if len(self.raw_failures) < 5:
                 self.raw_failures += [t for t, p in zip(texts, parsed) if p is None][:1]
             out.append(aggregate_samples(parsed, self.min_valid))
         return out
+
+    def _force(self, prompts: list[str], verdicts: list[list[str]], parsed: list[list[float | None]]) -> None:
+        """Fill in the unparsed verdicts' scores: each is continued after "Score: " and the
+        judge's own choice among the digits, sampled at the verdicts' temperature, is its score
+        (in place in ``parsed``). No per-request seed: one seed for every request would draw the
+        same digit wherever the judge's odds are alike."""
+        where = [(i, k) for i, row in enumerate(parsed) for k, v in enumerate(row) if v is None]
+        if not where:
+            return
+        texts = [f"{prompts[i]}{verdicts[i][k].rstrip()}\nScore: " for i, k in where]
+        fits = self.engine.fits(texts, 2)  # a verdict that used the whole context stays failed
+        chosen = iter(self.engine.choose([t for t, f in zip(texts, fits) if f], SCORE_TOKENS,
+                                              self.temperature) if any(fits) else [])
+        digits = [next(chosen) if f else None for f in fits]
+        for (i, k), d in zip(where, digits):
+            parsed[i][k] = float(d) if d is not None else None
+        self.forced += sum(d is not None for d in digits)
 
 
 def make_self_judge(cfg: Any, engine: Any) -> Any:
@@ -132,7 +155,7 @@ def make_self_judge(cfg: Any, engine: Any) -> Any:
         # one token is generated after the prompt, so the prompt may fill the rest of the context
         return PairwiseLLMJudge(engine, j.pairwise_mode, max_prompt_tokens=cfg.model.max_model_len - 1)
     return SelfJudge(engine, j.mode, j.num_samples, j.min_valid, j.temperature, j.max_new_tokens,
-                     seed=cfg.run.seed)
+                     seed=cfg.run.seed, force_score=j.force_score)
 
 
 class RewardModelJudge:

@@ -125,6 +125,18 @@ class VLLMEngine:
         outs = self._sample(prompts, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
         return [[c.text for c in o.outputs] for o in outs]
 
+    def choose(self, prompts: Sequence[str], choices: Sequence[str], temperature: float = 0.0,
+               seed: int | None = None) -> list[str | None]:
+        """Each prompt's continuation constrained to one of ``choices`` (vLLM structured outputs;
+        choices of one or two tokens), sampled at ``temperature``; None where the engine ended
+        without one."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        outs = self._sample(prompts, n=1, temperature=temperature, seed=seed, max_tokens=2,
+                            structured_outputs=StructuredOutputsParams(choice=list(choices)))
+        picked = [o.outputs[0].text.strip() for o in outs]
+        return [p if p in choices else None for p in picked]
+
     def choice_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[dict[int, float]]:
         """Next-token log-probs of the given token ids after each prompt, {token_id: logprob}.
 

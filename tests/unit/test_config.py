@@ -40,6 +40,7 @@ def test_yaml_and_overrides(tmp_path):
     (["learner.passes=0"], "learner.passes: must be >= 1"),
     (["learner.passes=2", "schedule.mode=async"], "learner.passes: passes over an iteration's pairs need"),
     (["judge.pair_rule=all"], "judge.pair_rule: must be one of"),
+    (["judge.force_score=true"], "judge.force_score: only for kind: self with mode: generate"),
 ])
 def test_errors_name_the_key_path(overrides, key):
     with pytest.raises(ConfigError) as e:

@@ -17,6 +17,7 @@ def one_rank():
     import torch.distributed as dist
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed reads it even when a group already exists
     if not dist.is_initialized():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
