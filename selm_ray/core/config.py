@@ -291,6 +291,10 @@ class LearnerConfig(_Section):
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, description="Gradient norm clip.")
     batch_size: int = Field(4, description="Pairs per step per worker.")
+    micro_batch_pairs: int = Field(0, description=(
+        "Pairs per forward/backward pass inside a step (gradients accumulate over the passes, one "
+        "optimizer step): the learner's activation memory follows this, not batch_size. 0: the "
+        "whole step in one pass."))
     passes: int = Field(1, description=(
         "Passes over each iteration's pairs (iterative and sequential schedules): after the buffer "
         "has served them all, the learner trains on them again, reshuffled, before the iteration "
@@ -338,6 +342,7 @@ class LearnerConfig(_Section):
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.passes >= 1, "passes", f"must be >= 1, got {self.passes}")
+        _check(self.micro_batch_pairs >= 0, "micro_batch_pairs", f"must be >= 0, got {self.micro_batch_pairs}")
         _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0..3, got {self.zero_stage}")
         _check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         _check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")

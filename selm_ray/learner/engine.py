@@ -1,6 +1,8 @@
 """Model loading and the training engine (DeepSpeed ZeRO or plain torch DDP) for one learner rank."""
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import math
 from dataclasses import dataclass
@@ -218,13 +220,30 @@ class TrainEngine:
 
     def backward_step(self, loss: torch.Tensor) -> float:
         """Backward, clip, step; returns the gradient norm before clipping (nan if unknown)."""
+        self.backward(loss, first=True, last=True)
+        return self.step()
+
+    def backward(self, loss: torch.Tensor, first: bool, last: bool) -> None:
+        """One pass's backward of a step made of several (micro-batches): gradients add up until
+        ``last``, where they are reduced across workers once (DDP: no_sync before; DeepSpeed:
+        the accumulation boundary is ours to mark, its config counts one pass per step)."""
         if self.cfg.engine == "deepspeed":
+            self.module.set_gradient_accumulation_boundary(last)
             self.module.backward(loss)
+            return
+        if first:
+            self.optimizer.zero_grad(set_to_none=True)
+        sync = last or not isinstance(self.module, torch.nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if sync else self.module.no_sync():
+            loss.backward()
+
+    def step(self) -> float:
+        """Clip and step after the last backward; the gradient norm before clipping (nan if unknown)."""
+        if self.cfg.engine == "deepspeed":
+            self.module.set_gradient_accumulation_boundary(True)
             self.module.step()
             norm = self.module.get_global_grad_norm()
             return float(norm) if norm is not None else float("nan")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         return float(norm)

@@ -92,8 +92,8 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
     return Decision("wait")
 
 
-def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: LearnerState,
-                phase_steps: int) -> dict[str, float]:
+def _pass_loss(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: LearnerState) -> tuple[Any, dict]:
+    """Forward of one pass over ``pairs``: the loss (mean over them) and its metrics."""
     spec = get_loss(cfg.learner.loss)
     layout = pack if cfg.learner.packed(torch.cuda.is_available()) else collate
     batch = engine.to_device(layout(tok, pairs, cfg.learner.max_length, spec.needs_ref_response))
@@ -108,10 +108,30 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
         ref_lp = row_logps(engine.reference_logits(batch), batch)
     logps = {**split_logps(policy_lp, n, "policy"), **split_logps(ref_lp.detach(), n, "ref")}
     loss, metrics = compute_loss(cfg.learner.loss, logps, cfg.learner.beta, cfg.learner.alpha)
+    metrics["ref_from_engine"] = float(ref_from_engine)
+    return loss, metrics
+
+
+def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: LearnerState,
+                phase_steps: int) -> dict[str, float]:
+    """One optimizer step on ``pairs``, in passes of ``learner.micro_batch_pairs``: each pass's
+    loss is weighted by its share of the pairs, so the step's gradient and metrics equal those
+    of one pass over all of them (the losses are means over pairs)."""
+    n = len(pairs)
+    size = cfg.learner.micro_batch_pairs or n
+    chunks = [pairs[i:i + size] for i in range(0, n, size)]
     lr = lr_at(st.phase_step, phase_steps, cfg.learner, min(st.iteration, cfg.schedule.iterations - 1))
     engine.set_lr(lr)
-    metrics["grad_norm"] = engine.backward_step(loss)
-    metrics.update(lr=lr, pairs=n, ref_from_engine=float(ref_from_engine), chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
+    metrics: dict[str, float] = {}
+    for k, chunk in enumerate(chunks):
+        share = len(chunk) / n
+        loss, m = _pass_loss(cfg, engine, tok, chunk, st)
+        engine.backward(loss * share, first=k == 0, last=k == len(chunks) - 1)
+        for key, v in m.items():
+            metrics[key] = metrics.get(key, 0.0) + v * share
+    metrics["grad_norm"] = engine.step()
+    metrics.update(lr=lr, pairs=n, passes_per_step=len(chunks),
+                   chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
                    rejected_tokens=sum(p.rejected_tokens for p in pairs) / n)
     return metrics
 

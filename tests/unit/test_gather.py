@@ -1,30 +1,12 @@
 """ZeRO-3 on CPU (DeepSpeed's CPU accelerator, one gloo rank): the parameters really are partitioned,
 and the full weights (publication, checkpoints) and the reference refresh gather them module by
 module, equal to the unpartitioned model; bf16 included."""
-import os
-import socket
-
 import pytest
 import torch
 
 from selm_ray.core.config import LearnerConfig
 from selm_ray.core.precision import learner_precision
 from selm_ray.learner.engine import TrainEngine, load_models, refresh_reference
-
-
-@pytest.fixture(scope="module")
-def one_rank():
-    import torch.distributed as dist
-
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed reads it even when a group already exists
-    if not dist.is_initialized():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        dist.init_process_group("gloo")
-    yield
 
 
 def _plain(path, dtype):
@@ -42,7 +24,7 @@ def _step(engine):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_zero3_full_weights_and_reference_refresh(one_rank, tiny_model_path, dtype):
+def test_zero3_full_weights_and_reference_refresh(gloo_rank, tiny_model_path, dtype):
     cfg = LearnerConfig(engine="deepspeed", zero_stage=3)
     prec = learner_precision(dtype, "deepspeed", False, False)
     models = load_models(str(tiny_model_path), cfg, prec.weights)
