@@ -37,7 +37,7 @@ class LearnerChannel:
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "step": self.step, "iteration": self.iteration,
                 "finished": self.finished, "checkpoint": self.checkpoint, "error": self.error,
-                "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1),
+                "wait_seconds": self.wait_seconds, "restarts": max(0, self.starts - 1), "started": self.starts > 0,
                 "learner_pid": self.learner_pid, "learner_precision": self.precision}
 
     def latest_weights(self) -> tuple[int, list[Any] | None]:

@@ -36,9 +36,14 @@ class Generator:
         prompts = [render_prompt(self.engine.tokenizer, r.messages) for r in records]
         fits = self.engine.fits(prompts, g.max_new_tokens)
         ok = [p for p, f in zip(prompts, fits) if f]  # a prompt too long for the context is skipped, not fatal
-        samples = iter(self.engine.generate(ok, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
-                                            self.version, seed) if ok else [])
-        refs = iter(self.engine.greedy(ok, g.max_new_tokens, self.version) if g.ref_response and ok else [])
+        if g.ref_response and ok:  # samples and greedy y_ref decode together, in one engine call
+            sampled, greedy = self.engine.generate_with_greedy(ok, g.num_candidates, g.temperature, g.top_p,
+                                                               g.max_new_tokens, self.version, seed)
+        else:
+            sampled = self.engine.generate(ok, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
+                                           self.version, seed) if ok else []
+            greedy = []
+        samples, refs = iter(sampled), iter(greedy)
         out = []
         prompt_ids = self.engine.prompt_token_ids(prompts)
         for rec, text, ids, fit in zip(records, prompts, prompt_ids, fits):

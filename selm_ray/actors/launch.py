@@ -11,6 +11,7 @@ from selm_ray.actors.control import CONTROL_NAME, ControlPlane
 from selm_ray.actors.generator import Generator
 from selm_ray.actors.judge import Judge
 from selm_ray.core.config import Config
+from selm_ray.core.cores import engine_threads
 from selm_ray.engines.vllm_engine import cpu_engine_env
 
 MAX_RESTARTS = 3
@@ -19,7 +20,7 @@ MAX_RESTARTS = 3
 def engine_env(cfg: Config, gpus: float, log_file: str | None = None) -> dict[str, str]:
     """Per-actor environment for a vLLM engine; must be in place before vllm is imported.
     ``log_file``: where the actor's own output goes (see tally.redirect_output)."""
-    threads = str(cfg.cluster.threads_per_actor)
+    threads = str(engine_threads(cfg))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if log_file:
         env["SELM_RAY_LOG_FILE"] = log_file

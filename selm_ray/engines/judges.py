@@ -341,7 +341,9 @@ def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None)
     if j.kind in ("reward_model", "pairwise_rm"):
         import torch
 
-        torch.set_num_threads(cfg.cluster.threads_per_actor)
+        from selm_ray.core.cores import engine_threads
+
+        torch.set_num_threads(engine_threads(cfg))
         from selm_ray.core.precision import resolve_dtype
 
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray gave this actor a GPU, or not

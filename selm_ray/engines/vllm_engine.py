@@ -105,6 +105,22 @@ class VLLMEngine:
                             max_tokens=max_tokens, seed=seed, logprobs=0)
         return [[_candidate(c, version) for c in o.outputs] for o in outs]
 
+    def generate_with_greedy(self, prompts: Sequence[str], n: int, temperature: float, top_p: float,
+                             max_tokens: int, version: int | None,
+                             seed: int | None = None) -> tuple[list[list[Candidate]], list[Candidate]]:
+        """``generate`` and ``greedy`` in ONE engine call: the greedy answers decode in the same
+        batches as the samples (and reuse their prompts' cached KV) instead of a second pass."""
+        from vllm import SamplingParams
+
+        ids = [{"prompt_token_ids": list(p)} for p in self.prompt_token_ids(prompts)]
+        sampled = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                 seed=seed, logprobs=0)
+        greedy = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
+        outs = self.llm.generate(ids + ids, [sampled] * len(ids) + [greedy] * len(ids), use_tqdm=False)
+        k = len(ids)
+        return ([[_candidate(c, version) for c in o.outputs] for o in outs[:k]],
+                [_candidate(o.outputs[0], version) for o in outs[k:]])
+
     def greedy(self, prompts: Sequence[str], max_tokens: int, version: int | None) -> list[Candidate]:
         """One temperature-0 answer per prompt (the reference response y_ref of SELM)."""
         outs = self._sample(prompts, n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
@@ -246,6 +262,8 @@ def build_engine(cfg: Any, model_path: str) -> "VLLMEngine":
     """The engine a run config asks for (``cfg`` is the run Config), with the actor's torch threads."""
     import torch
 
-    torch.set_num_threads(cfg.cluster.threads_per_actor)
+    from selm_ray.core.cores import engine_threads
+
+    torch.set_num_threads(engine_threads(cfg))
     return VLLMEngine(EngineOptions(model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
                                     cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))

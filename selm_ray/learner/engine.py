@@ -98,6 +98,22 @@ def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
         hook.remove()
 
 
+@contextlib.contextmanager
+def _without_crc32() -> Any:
+    """torch.save without the zip records' CRC32: on SmolLM2's Adam state (1 GB) the checksum is
+    about half of the save (540 MB: 0.74 s with it, 0.37 s without, page cache warm), and the save
+    sits on the iteration boundary. A torn file cannot be resumed from anyway: the checkpoint's
+    completion marker is written after it."""
+    import torch.utils.serialization as ser
+
+    before = ser.config.save.compute_crc32
+    ser.config.save.compute_crc32 = False
+    try:
+        yield
+    finally:
+        ser.config.save.compute_crc32 = before
+
+
 def _unwrap(module: Any) -> Any:
     return getattr(module, "module", module)
 
@@ -254,7 +270,8 @@ class TrainEngine:
             self.module.save_checkpoint(str(directory), tag="latest", save_latest=False)
         elif not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
             directory.mkdir(parents=True, exist_ok=True)
-            torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+            with _without_crc32():
+                torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
             if self.cfg.lora_rank > 0:  # see load_optimizer
                 torch.save(_unwrap(self.module).state_dict(), directory / LORA_MODULE_FILE)
 

@@ -24,6 +24,7 @@ import torch
 
 from selm_ray.actors import remote
 from selm_ray.core.config import Config, config_from_dict
+from selm_ray.core.cores import learner_threads
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
@@ -53,6 +54,7 @@ class Decision:
     pairs: list | None = None
     phase_steps: int = 1  # the lr schedule's length for this step (rank 0 knows it; all ranks use it)
     pass_: int = 1  # 1: pairs straight from the buffer; > 1: a later pass over the iteration's pairs
+    turn: bool = False  # a wait for the learner's turn (stages taking turns), not for missing pairs
 
 
 def _broadcast(obj: Any, world: int) -> Any:
@@ -74,8 +76,8 @@ def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int
     want = cfg.learner.batch_size * world
     iterative = cfg.schedule.mode in ("iterative", "sequential")
     draining = poll["stop"] or (iterative and poll["generation_done_iteration"] >= st.iteration)
-    if cfg.schedule.mode == "sequential" and not draining:
-        return Decision("wait")  # strictly after generation and judging (benchmark baseline)
+    if cfg.schedule.takes_turns and not draining:
+        return Decision("wait", turn=True)  # strictly after generation and judging: the stages take turns
     if iterative and draining and not poll["stop"]:
         plan.size_at_drain(st.phase_step, call_with_retry(buffer.size), want)
     pairs = call_with_retry(buffer.sample, want, st.version, None, 1 if draining else want, request_id)
@@ -229,7 +231,7 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     cfg = config_from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.cluster.learner_threads)
+    torch.set_num_threads(learner_threads(cfg))
     torch.manual_seed(cfg.run.seed)
     remote.configure(cfg.cluster)
     device = worker_device()
@@ -340,7 +342,9 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if d.kind == "wait":
             time.sleep(0.1)
             waited += 0.1
-            if rank == 0 and waited >= 1.0:  # the autoscaler grows producers on this signal
+            if d.turn:  # waiting for its turn is not starvation: nothing to report
+                waited = 0.0
+            elif rank == 0 and waited >= 1.0:  # the autoscaler grows producers on this signal
                 channel.add_wait.remote(waited)
                 waited = 0.0
             continue

@@ -9,14 +9,19 @@ from selm_ray.core.config import Config
 
 def learner_env(cfg: Config) -> dict[str, str]:
     """Set in each learner worker's process env at start (OpenMP reads it when it loads)."""
-    threads = str(cfg.cluster.learner_threads)
+    from selm_ray.core.cores import run_plan
+
+    plan = run_plan(cfg)
+    threads = str(plan.learner_threads)
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if cfg.cluster.learner_gpus == 0:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed on CPU: gloo collectives, no CUDA probing
-        # Generators share the cores with the learner. OpenMP's default spin-wait makes a thread
-        # whose partner was preempted burn its time slice at every barrier: measured with one
-        # busy core beside it, a 2-thread SmolLM2 step took 12.5 s spinning vs 8.2 s passive
-        # (4.5 s alone either way). Passive threads sleep at barriers instead.
+    if cfg.cluster.learner_gpus == 0 and plan.shared:
+        # Running stages share cores. OpenMP's default spin-wait makes a thread whose partner was
+        # preempted burn its time slice at every barrier: measured with one busy core beside it, a
+        # 2-thread SmolLM2 step took 12.5 s spinning vs 8.2 s passive (4.5 s alone either way).
+        # Passive threads sleep at barriers instead; with cores of its own (the plan's usual case)
+        # passive waits cost ~17% (3.30 -> 3.88 s a step alone), so only here.
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 

@@ -33,6 +33,9 @@ class RunContext:
     def __init__(self, cfg: Config, run_dir: Path, run_id: str, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.run_id, self.resume = cfg, run_dir, run_id, resume
         self.t0 = self.loop_t0 = time.time()
+        self.startup_seconds: float | None = None  # run start -> first dispatch (engines, learner)
+        self.first_pair_seconds: float | None = None  # run start -> first pair on disk
+        self.core_plan: dict[str, Any] | None = None  # the plan the driver resolved (core/cores.py)
         self.stop_event = threading.Event()
         self.counters = Counters()
         self.start_version = self.start_iteration = 0  # a resumed run starts from its checkpoint's

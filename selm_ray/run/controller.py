@@ -38,6 +38,17 @@ from selm_ray.run.resume import already_judged, prepare_resume
 from selm_ray.run.summary import build_summary
 
 MAX_INFLIGHT = 2
+MAX_PROMPTS_PER_CALL = 64  # turns: one call's prompts at most (a CPU engine's tokens/s flattens out)
+
+
+def prompts_per_call(cfg: Config, prompts: int, generators: int) -> int:
+    """generation.prompts_per_call, or its default: one learner batch a call when the stages
+    overlap (the learner starts after one call), else the prompts split over the generators."""
+    if cfg.generation.prompts_per_call:
+        return cfg.generation.prompts_per_call
+    if not cfg.schedule.takes_turns:
+        return max(1, cfg.learner.batch_size)
+    return max(1, min(MAX_PROMPTS_PER_CALL, -(-prompts // max(1, generators))))
 
 
 class Controller:
@@ -101,6 +112,20 @@ class Controller:
         self.pm.admit(block=True)
         self.ops.state = "running"
         self.log("engines ready")
+        if cfg.schedule.takes_turns:
+            self._wait_learner_started()
+
+    def _wait_learner_started(self) -> None:
+        """Stages taking turns: the loop starts once the learner has loaded too, so its start-up
+        (imports, model, optimizer) does not time-slice the cores with the first generation."""
+        limit = time.time() + self.cfg.cluster.start_timeout_s
+        while not remote.get(self.ctx.channel.state.remote(), "channel.state")["started"]:
+            self.learner.check()
+            if time.time() > limit:
+                raise TimeoutError(f"the learner did not start within cluster.start_timeout_s="
+                                   f"{self.cfg.cluster.start_timeout_s:g} s")
+            time.sleep(0.2)
+        self.log("learner ready")
 
     def _check_lengths(self, model_path: str) -> None:
         """The prompts this run will use, templated as the engines do (data.on_bad_row decides)."""
@@ -152,6 +177,7 @@ class Controller:
         if not ctx.resume:  # the starting policy's accuracy: what every iteration is compared with
             self.evaluator.instructions(-1)
         ctx.loop_t0 = time.time()
+        ctx.startup_seconds = ctx.loop_t0 - ctx.t0
         done = already_judged(ctx) if ctx.resume else set()
         slices = [[r for r in chunk if r.prompt_id not in done] for chunk in slices]
         if s.mode != "async":
@@ -212,12 +238,12 @@ class Controller:
         return summary
 
     def _batches(self, records: list[PromptRecord]) -> deque:
-        n = max(1, self.cfg.learner.batch_size)
+        n = prompts_per_call(self.cfg, len(records), self.pm.gens.size())
         return deque(records[i:i + n] for i in range(0, len(records), n))
 
     def _stream(self, records: list[PromptRecord], iteration: int) -> None:
-        """Generate and judge ``records``; sequential mode judges only after all generation."""
-        sequential = self.cfg.schedule.mode == "sequential"
+        """Generate and judge ``records``; stages taking turns judge only after all generation."""
+        sequential = self.cfg.schedule.takes_turns
         self._held = [] if sequential else None
         self._pump(self._batches(records), {}, iteration)
         if sequential:
@@ -318,6 +344,8 @@ class Controller:
         self.ops.live.add_pairs(pairs)
         # returns once the pairs are on disk; re-sent if the buffer is restarting (ids dedupe)
         c.pairs += remote.call_with_retry(self.ctx.buffer.add, pairs)
+        if pairs and self.ctx.first_pair_seconds is None:
+            self.ctx.first_pair_seconds = time.time() - self.ctx.t0
         c.prompts_done += len(rollouts)
 
     def _wait_for_version(self, version: int) -> None:

@@ -97,6 +97,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
     from selm_ray.run.controller import Controller
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
+    from selm_ray.core.cores import apply_plan, run_plan
     from selm_ray.run.fit import ensure_fits
 
     run_id = run_id or new_run_id(cfg.run.name)
@@ -114,7 +115,11 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
         ensure_fits(cfg, lambda msg: print(f"run {run_id}: {msg}", flush=True))  # before anything starts
         if cfg.sft.enabled:  # M1 first (Self-Rewarding); the preference iterations start from it
             cfg = with_model(cfg, run_sft(cfg, run_dir))
+        plan = run_plan(cfg)
+        cfg = apply_plan(cfg, plan)  # what every actor reads: threads and overlap, decided once
+        print(f"run {run_id}: core plan: {plan.reason}", flush=True)
         ctl = Controller(cfg, run_dir, run_id, resume=resume)
+        ctl.ctx.core_plan = plan.as_dict()
         ctl.install_signal_handlers()
         ctl.start()
         if controller_hook is not None:

@@ -47,9 +47,15 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "pool_events": pm.events, "judge_eval": evaluator.judge_evals, "eval": evaluator.evals,
         "instruction_eval": evaluator.instruction_evals,
         "prompt_creation": prompt_creation,
+        "core_plan": ctx.core_plan,
+        "startup_seconds": _round(ctx.startup_seconds), "time_to_first_pair_seconds": _round(ctx.first_pair_seconds),
         "loop_seconds": round(loop_s, 1),
         "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
         "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),
         "pairs_per_second": round(c.pairs / max(1e-9, loop_s), 3),
         "generator_tokens_per_second": round(sum(g["tokens"] for g in gen_stats) / max(1e-9, busy["generate"]), 1),
     }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)

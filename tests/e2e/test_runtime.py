@@ -330,6 +330,11 @@ def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
     assert s["learner_error"] is None and s["prompts"] == 4 and s["judge_failure_rate"] == 0.0
     assert s["pairs"] >= 1 and s["learner_steps"] >= 1 and s["policy_version"] == 1
     assert s["generators"][0]["version"] == 1
+    # the core plan this machine gets is the one the run used and reported, with its start-up times
+    from selm_ray.core.cores import local_cores, plan_cores
+
+    assert s["core_plan"] == plan_cores(cfg, local_cores()).as_dict()
+    assert 0 < s["startup_seconds"] < s["time_to_first_pair_seconds"]
 
 
 def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_model_path):
@@ -339,7 +344,10 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--run-dir", str(run_dir), "--set",
-         f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40"],
+         f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40",
+         # overlapping stages: pairs land while the iteration is still being generated, so the stop
+         # (and the resume below) fall mid-iteration (taking turns, all 40 land at once)
+         "--set", "schedule.overlap=on"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pairs_log = run_dir / "buffer" / "pairs.jsonl"
     deadline = time.time() + 300
@@ -367,7 +375,7 @@ def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_mo
     assert state["ref_checksum"] == pytest.approx(base, rel=1e-9) and abs(policy - base) > 1e-6
     resumed = subprocess.run([sys.executable, "-m", "selm_ray.ops.cli", "train", SMOKE, "--resume", str(run_dir),
                               "--set", f"model.path={tiny_model_path}", "--set", "schedule.prompts_per_iteration=40",
-                              "--set", "schedule.iterations=1"], capture_output=True, text=True, timeout=600)
+                              "--set", "schedule.overlap=on", "--set", "schedule.iterations=1"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     refs = [m["ref_checksum"] for m in metrics if "ref_checksum" in m]

@@ -1,0 +1,74 @@
+"""The core plan (core/cores.py): threads per stage and whether stages overlap, from the cores."""
+import pytest
+
+from selm_ray.core.config import ConfigError, load_config
+from selm_ray.core.cores import apply_plan, plan_cores
+from selm_ray.run.controller import prompts_per_call
+
+DEFAULT = "jobs/configs/smollm2-cpu.yaml"
+
+
+def _cfg(*sets, path=DEFAULT):
+    return load_config(path, list(sets))
+
+
+def test_two_cores_take_turns_with_all_cores_each():
+    plan = plan_cores(_cfg(), 2)  # the default run: one generator (judging too), one learner worker
+    assert (plan.overlap, plan.engine_threads, plan.learner_threads, plan.shared) == (False, 2, 2, False)
+    assert "take turns" in plan.reason
+    cfg = apply_plan(_cfg(), plan)
+    assert cfg.schedule.overlap == "off" and cfg.schedule.takes_turns
+    assert (cfg.cluster.threads_per_actor, cfg.cluster.learner_threads) == (2, 2)
+
+
+def test_enough_cores_overlap_with_one_core_per_engine_and_the_rest_for_the_learner():
+    plan = plan_cores(_cfg("judge.colocate=false", "cluster.num_generators=2"), 16)
+    assert (plan.overlap, plan.engine_threads, plan.learner_threads, plan.shared) == (True, 1, 13, False)
+    cfg = apply_plan(_cfg(), plan_cores(_cfg(), 16))
+    assert cfg.schedule.overlap == "on" and not cfg.schedule.takes_turns
+
+
+def test_two_learner_workers_split_the_cores_the_engines_leave():
+    plan = plan_cores(_cfg("learner.num_workers=2"), 9)
+    assert (plan.overlap, plan.engine_threads, plan.learner_threads) == (True, 1, 4)
+    assert not plan_cores(_cfg("learner.num_workers=2"), 4).overlap  # 3 cores left: not 2 per worker
+
+
+def test_async_always_overlaps_and_says_when_threads_share_cores():
+    plan = plan_cores(_cfg("schedule.mode=async", "judge.colocate=false"), 2)
+    assert plan.overlap and plan.learner_threads == 1 and plan.shared  # 2 engines + 1 learner on 2 cores
+    assert "share cores" in plan.reason
+    assert not plan_cores(_cfg("schedule.mode=async"), 2).shared  # 1 engine + 1 learner thread
+
+
+def test_configured_threads_and_overlap_are_kept():
+    plan = plan_cores(_cfg("cluster.threads_per_actor=1", "cluster.learner_threads=2", "schedule.overlap=on"), 2)
+    assert (plan.overlap, plan.engine_threads, plan.learner_threads, plan.shared) == (True, 1, 2, True)
+    assert "schedule.overlap: on" in plan.reason and "cluster.threads_per_actor" in plan.reason
+    assert not plan_cores(_cfg("schedule.mode=sequential"), 64).overlap
+
+
+def test_gpus_autoscale_and_clusters_overlap():
+    assert plan_cores(_cfg(path="jobs/configs/zephyr-7b-selm.yaml"), 2).overlap
+    assert plan_cores(_cfg("autoscale.enabled=true"), 2).overlap
+    plan = plan_cores(_cfg("cluster.generator_cpus=3", "cluster.learner_cpus=4"), None)
+    assert (plan.overlap, plan.engine_threads, plan.learner_threads, plan.shared) == (True, 3, 4, False)
+
+
+def test_overlap_off_survives_yaml_booleans_and_bad_values_name_their_key():
+    assert _cfg("schedule.overlap=off").schedule.overlap == "off"
+    with pytest.raises(ConfigError, match="schedule.overlap"):
+        _cfg("schedule.overlap=sometimes")
+    with pytest.raises(ConfigError, match="generation.prompts_per_call"):
+        _cfg("generation.prompts_per_call=-1")
+    with pytest.raises(ConfigError, match="cluster.learner_threads"):
+        _cfg("cluster.learner_threads=-2")
+
+
+def test_prompts_per_call():
+    turns = apply_plan(_cfg(), plan_cores(_cfg(), 2))
+    assert prompts_per_call(turns, 32, 1) == 32 and prompts_per_call(turns, 33, 2) == 17
+    assert prompts_per_call(turns, 500, 1) == 64  # capped: one call's tokens/s flattens out
+    overlapped = apply_plan(_cfg(), plan_cores(_cfg(), 16))
+    assert prompts_per_call(overlapped, 32, 1) == overlapped.learner.batch_size
+    assert prompts_per_call(_cfg("generation.prompts_per_call=5"), 32, 1) == 5
