@@ -162,6 +162,34 @@ def _float32_output_layer(model: Any, device_type: str) -> None:
     head.forward = forward
 
 
+def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Create AdamW's state at start-up instead of in the first step (SmolLM2: the first step's
+    optimizer call took 2.05 s, later ones 0.10 s: 1 GB of moments allocated and touched).
+
+    One step with zero gradients at lr 0 creates the state exactly as a real first step would
+    (moments stay zero, weights and decay are untouched: lr 0 scales every change to 0), then its
+    step count goes back to 0, so the first real step is bit-for-bit that of a fresh optimizer."""
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    try:
+        optimizer.step()
+    finally:
+        for p in params:
+            p.grad = None
+        for g, lr in zip(optimizer.param_groups, lrs):
+            g["lr"] = lr
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if torch.is_tensor(step):
+            step.zero_()
+        elif step is not None:
+            state["step"] = 0
+
+
 LORA_MODULE_FILE = "lora_module.pt"  # DDP + LoRA: base and adapter weights, unmerged
 
 
@@ -210,6 +238,7 @@ class TrainEngine:
             if world_size > 1:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.module = torch.nn.parallel.DistributedDataParallel(models.policy, device_ids=ids)
+            prime_optimizer(self.optimizer)
 
     def _autocast(self) -> Any:
         # backward runs outside the context, in the dtypes the forward recorded

@@ -2,9 +2,10 @@
 
     python -m selm_ray.ops.bench [CONFIG] [--set k=v ...]      (default: jobs/configs/smoke.yaml)
 
-Runs the config twice on a fresh local Ray each time: once as configured (stages overlapped:
-iterative or async) and once with ``schedule.mode=sequential`` (generate all, judge all, then
-train, per iteration). Prints wall time of the loop (start-up excluded), busy time per stage,
+Runs the config twice on a fresh local Ray each time: once as configured (reported as
+"overlapped": iterative or async, where the core plan may still have an iterative run's stages
+take turns on a small machine, see core/cores.py) and once with ``schedule.mode=sequential``
+(generate all, judge all, then train, per iteration). Prints wall time of the loop (start-up excluded), busy time per stage,
 overlap ratio (loop wall / busiest stage; 1.0 is perfect overlap, a sequential run is near
 sum / max), pairs/s, generator tokens/s and weight-sync seconds; writes bench.json.
 """

@@ -1,5 +1,7 @@
 """learner.micro_batch_pairs: a step in several forward/backward passes makes the same update and
 reports the same metrics as one pass over all its pairs (DDP and DeepSpeed ZeRO-2, one CPU rank)."""
+import copy
+
 import pytest
 import torch
 
@@ -41,3 +43,25 @@ def test_micro_batches_make_the_same_step(gloo_rank, tiny_model_path, smollm2_to
     assert any(not torch.equal(whole[k], start[k]) for k in start)  # the step moved the weights...
     for k in whole:  # ...the same way in both
         torch.testing.assert_close(parts[k], whole[k], rtol=1e-4, atol=1e-6)
+
+
+def test_a_primed_optimizer_steps_exactly_like_a_fresh_one():
+    """engine.prime_optimizer allocates AdamW's state at start-up; the first real step must not move."""
+    from selm_ray.learner.engine import prime_optimizer
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = copy.deepcopy(a)
+    opt_a = torch.optim.AdamW(a.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    prime_optimizer(opt_b)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # priming moved nothing
+    assert len(opt_b.state) == 2 and all(float(s["step"]) == 0 for s in opt_b.state.values())
+    x = torch.randn(5, 8)
+    for _ in range(3):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            model(x).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert opt_b.param_groups[0]["lr"] == 1e-2
