@@ -107,8 +107,10 @@ def apply_plan(cfg: Any, plan: CorePlan) -> Any:
 
 
 def run_plan(cfg: Any) -> CorePlan:
-    """The plan of ``cfg`` where it runs: local cores for a local Ray, Ray's CPUs on a cluster."""
-    return plan_cores(cfg, None if cfg.cluster.address else local_cores())
+    """The plan of ``cfg`` where it runs: local cores for a local Ray, Ray's CPUs on a cluster
+    (configured, or the one a `ray job submit` driver joins through RAY_ADDRESS, as runner does)."""
+    joins = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    return plan_cores(cfg, None if joins else local_cores())
 
 
 def engine_threads(cfg: Any) -> int:

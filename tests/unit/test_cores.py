@@ -72,3 +72,13 @@ def test_prompts_per_call():
     overlapped = apply_plan(_cfg(), plan_cores(_cfg(), 16))
     assert prompts_per_call(overlapped, 32, 1) == overlapped.learner.batch_size
     assert prompts_per_call(_cfg("generation.prompts_per_call=5"), 32, 1) == 5
+
+
+def test_a_job_driver_that_joins_through_ray_address_plans_for_a_cluster(monkeypatch):
+    from selm_ray.core.cores import run_plan
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert run_plan(_cfg()).cores is not None  # a local Ray: this machine's cores
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what `ray job submit` gives its driver
+    plan = run_plan(_cfg())
+    assert plan.cores is None and plan.overlap and "a cluster" in plan.reason
