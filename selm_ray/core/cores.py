@@ -5,7 +5,7 @@ Measured on a 2-core machine (SmolLM2-135M, fp32): a generator with 1 thread mad
 tokens/s alone and a 1-thread learner step took twice a 2-thread one; with generator, reward
 model and a 2-thread learner on the same 2 cores, in-loop generation fell to ~44 tokens/s and
 the loop took 142 s for 32 pairs; the same work taking turns, every stage with both cores, took
-118 s (and more with larger generation calls). Where each stage cannot keep cores of its own,
+126 s (97 s with one generation call per iteration). Where each stage cannot keep cores of its own,
 overlapping only makes the stages time-slice the same cores, so the plan has them take turns.
 """
 from __future__ import annotations
@@ -52,7 +52,9 @@ def plan_cores(cfg: Any, cores: int | None) -> CorePlan:
     engines, workers = cpu_stages(cfg)
     gpu = c.generator_gpus > 0 or c.learner_gpus > 0
     if cores is None:
-        overlap, why = mode != "sequential" and wanted != "off", "a cluster: each actor uses the CPUs Ray gives it"
+        # schedule.overlap applies to iterative runs only: async always overlaps, sequential never
+        overlap = mode == "async" or (mode == "iterative" and wanted != "off")
+        why = "a cluster: each actor uses the CPUs Ray gives it"
         eng, lrn = max(1, int(c.generator_cpus)), max(1, int(c.learner_cpus))
     else:
         overlap, why = _overlap(mode, wanted, gpu, cfg.autoscale.enabled, cores, engines, workers)

@@ -82,3 +82,8 @@ def test_a_job_driver_that_joins_through_ray_address_plans_for_a_cluster(monkeyp
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what `ray job submit` gives its driver
     plan = run_plan(_cfg())
     assert plan.cores is None and plan.overlap and "a cluster" in plan.reason
+
+
+def test_on_a_cluster_overlap_off_applies_to_iterative_runs_only():
+    assert not plan_cores(_cfg("schedule.overlap=off"), None).overlap
+    assert plan_cores(_cfg("schedule.overlap=off", "schedule.mode=async"), None).overlap
