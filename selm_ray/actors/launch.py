@@ -11,7 +11,7 @@ from selm_ray.actors.control import CONTROL_NAME, ControlPlane
 from selm_ray.actors.generator import Generator
 from selm_ray.actors.judge import Judge
 from selm_ray.core.config import Config
-from selm_ray.core.cores import engine_threads
+from selm_ray.core.cores import engine_threads, memory_env
 from selm_ray.engines.vllm_engine import cpu_engine_env
 
 MAX_RESTARTS = 3
@@ -26,6 +26,7 @@ def engine_env(cfg: Config, gpus: float, log_file: str | None = None) -> dict[st
         env["SELM_RAY_LOG_FILE"] = log_file
     if gpus == 0:
         env.update(cpu_engine_env(cfg.cluster.kv_cache_gib))
+        env.update(memory_env(cfg))
         # In-process engine: new weights go in as tensors, no disk and no extra process.
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     return env

@@ -399,6 +399,10 @@ class ClusterConfig(_Section):
         "Torch threads per learner worker; 0: planned (all the cores when stages take turns, the cores "
         "the engines leave when they overlap)."))
     kv_cache_gib: float = Field(1.0, description="VLLM_CPU_KVCACHE_SPACE per engine.")
+    keep_freed_memory: bool = Field(True, description=(
+        "CPU engines and learner workers keep the memory they free for their next allocations "
+        "(glibc: no per-block mmap, no trimming) instead of handing it back to the kernel: on VMs "
+        "that reclaim free guest pages, memory touched again costs seconds per GB (see core/cores.py)."))
     generator_slot: str | None = Field(None, description=(
         "Custom resource (one unit per actor / learner worker) that places each pool on its own node "
         "group, e.g. generator_slot on the generator nodes (see cluster/); null: anywhere."))

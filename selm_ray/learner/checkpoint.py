@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from selm_ray.learner.tensor_io import save_model
+
 STATE_FILE = "learner_state.json"
 
 
@@ -56,8 +58,7 @@ def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int,
     engine.save_optimizer(out / OPTIMIZER_DIR)
     if rank == 0:
         base = engine.models.policy.get_base_model() if lora else engine.models.policy
-        out.mkdir(parents=True, exist_ok=True)
-        base.save_pretrained(out, state_dict=sd, safe_serialization=True)
+        save_model(base, out, sd)
         tok.save_pretrained(out)
         # committed last, atomically: a folder without it is an interrupted checkpoint, never resumed
         write_atomic(out / STATE_FILE, json.dumps(state))

@@ -13,6 +13,7 @@ import torch
 
 from selm_ray.core.config import LearnerConfig
 from selm_ray.core.precision import LearnerPrecision
+from selm_ray.learner.tensor_io import has_state, load_state, save_state
 
 
 @dataclass
@@ -98,20 +99,11 @@ def batch_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:
         hook.remove()
 
 
-@contextlib.contextmanager
-def _without_crc32() -> Any:
-    """torch.save without the zip records' CRC32: on SmolLM2's Adam state (1 GB) the checksum is
-    about half of the save (540 MB: 0.74 s with it, 0.37 s without, page cache warm), and the save
-    sits on the iteration boundary. A torn file cannot be resumed from anyway: the checkpoint's
-    completion marker is written after it."""
-    import torch.utils.serialization as ser
-
-    before = ser.config.save.compute_crc32
-    ser.config.save.compute_crc32 = False
-    try:
-        yield
-    finally:
-        ser.config.save.compute_crc32 = before
+def _load(directory: Path, stem: str) -> Any:
+    """A state saved by save_state, or (checkpoints of earlier versions) a torch.save file."""
+    if has_state(directory, stem):
+        return load_state(directory, stem)
+    return torch.load(directory / f"{stem}.pt", weights_only=stem != OPTIMIZER)
 
 
 def _unwrap(module: Any) -> Any:
@@ -190,7 +182,9 @@ def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
             state["step"] = 0
 
 
-LORA_MODULE_FILE = "lora_module.pt"  # DDP + LoRA: base and adapter weights, unmerged
+# DDP + LoRA: base and adapter weights, unmerged (files of this stem; legacy: lora_module.pt)
+LORA_MODULE = "lora_module"
+OPTIMIZER = "optimizer"
 
 
 class TrainEngine:
@@ -299,10 +293,11 @@ class TrainEngine:
             self.module.save_checkpoint(str(directory), tag="latest", save_latest=False)
         elif not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
             directory.mkdir(parents=True, exist_ok=True)
-            with _without_crc32():
-                torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+            # written past the page cache: see tensor_io (a buffered torch.save of SmolLM2's 1 GB
+            # Adam state took 12-15 s on a VM slow to hand out fresh memory)
+            save_state(self.optimizer.state_dict(), directory, OPTIMIZER)
             if self.cfg.lora_rank > 0:  # see load_optimizer
-                torch.save(_unwrap(self.module).state_dict(), directory / LORA_MODULE_FILE)
+                save_state(_unwrap(self.module).state_dict(), directory, LORA_MODULE)
 
     def load_optimizer(self, directory: Path) -> None:
         """Optimizer state, and with LoRA the module itself: a checkpoint's model.safetensors holds
@@ -313,9 +308,9 @@ class TrainEngine:
             self.module.load_checkpoint(str(directory), tag="latest", load_module_strict=True,
                                         load_optimizer_states=True, load_lr_scheduler_states=False)
             return
-        self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
+        self.optimizer.load_state_dict(_load(directory, OPTIMIZER))
         if self.cfg.lora_rank > 0:
-            _unwrap(self.module).load_state_dict(torch.load(directory / LORA_MODULE_FILE, weights_only=True))
+            _unwrap(self.module).load_state_dict(_load(directory, LORA_MODULE))
 
     def full_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Full (merged, gathered) HF-named weights on CPU, optionally cast to ``dtype`` (what the

@@ -28,6 +28,7 @@ from selm_ray.core.cores import learner_threads
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
+from selm_ray.learner.tensor_io import save_model
 from selm_ray.learner.passes import IterationPlan
 from selm_ray.core.losses import compute_loss, get_loss
 from selm_ray.core.precision import resolve_dtype
@@ -173,7 +174,7 @@ def _save_reference(engine: TrainEngine, st: LearnerState, run_dir: Path, rank: 
         return
     ref_dir = checkpoint.checkpoint_dir(run_dir, st.step) / checkpoint.REFERENCE_DIR
     if rank == 0:
-        engine.models.reference.save_pretrained(ref_dir, safe_serialization=True)
+        save_model(engine.models.reference, ref_dir)
     st.ref_path = str(ref_dir)
 
 

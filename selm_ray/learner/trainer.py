@@ -9,13 +9,14 @@ from selm_ray.core.config import Config
 
 def learner_env(cfg: Config) -> dict[str, str]:
     """Set in each learner worker's process env at start (OpenMP reads it when it loads)."""
-    from selm_ray.core.cores import run_plan
+    from selm_ray.core.cores import memory_env, run_plan
 
     plan = run_plan(cfg)
     threads = str(plan.learner_threads)
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if cfg.cluster.learner_gpus == 0:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed on CPU: gloo collectives, no CUDA probing
+        env.update(memory_env(cfg))
     if cfg.cluster.learner_gpus == 0 and plan.shared:
         # Running stages share cores. OpenMP's default spin-wait makes a thread whose partner was
         # preempted burn its time slice at every barrier: measured with one busy core beside it, a

@@ -87,3 +87,30 @@ def test_a_job_driver_that_joins_through_ray_address_plans_for_a_cluster(monkeyp
 def test_on_a_cluster_overlap_off_applies_to_iterative_runs_only():
     assert not plan_cores(_cfg("schedule.overlap=off"), None).overlap
     assert plan_cores(_cfg("schedule.overlap=off", "schedule.mode=async"), None).overlap
+
+
+def test_cpu_actors_keep_freed_memory_and_glibc_honours_it():
+    import os
+    import subprocess
+    import sys
+
+    from selm_ray.actors.launch import engine_env
+    from selm_ray.core.cores import KEEP_FREED_MEMORY
+    from selm_ray.learner.trainer import learner_env
+
+    cfg = _cfg()
+    assert KEEP_FREED_MEMORY.items() <= engine_env(cfg, 0).items()
+    assert KEEP_FREED_MEMORY.items() <= learner_env(cfg).items()
+    assert "MALLOC_MMAP_MAX_" not in engine_env(cfg, 1.0)  # GPU engines: host memory is not their limit
+    off = _cfg("cluster.keep_freed_memory=false")
+    assert "MALLOC_MMAP_MAX_" not in engine_env(off, 0) and "MALLOC_MMAP_MAX_" not in learner_env(off)
+    # the mechanism itself: after freeing 256 MB, a process keeps it resident only with these settings
+    probe = ("import numpy as np\n"
+             "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20\n"
+             "a = np.ones(64 << 20, dtype=np.float32); before = rss(); del a; print(before - rss())")
+    freed = {}
+    for name, extra in (("default", {}), ("kept", KEEP_FREED_MEMORY)):
+        env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY} | extra
+        freed[name] = int(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                                         text=True, check=True).stdout)
+    assert freed["default"] >= 200 and freed["kept"] < 16, freed  # MB handed back to the kernel
