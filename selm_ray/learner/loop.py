@@ -37,6 +37,9 @@ from selm_ray.core.precision import resolve_dtype
 SELF_REF = "@policy"  # LearnerState.ref_path: the policy of the checkpoint about to be written
 
 
+TURN_POLL_SECONDS = 0.5  # how often a learner waiting for its turn asks again
+
+
 @dataclass
 class LearnerState:
     step: int = 0
@@ -341,8 +344,11 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if d.kind == "stop":
             return
         if d.kind == "wait":
-            time.sleep(0.1)
-            waited += 0.1
+            # a turn lasts a whole generation phase: polling it 10 times a second cost the engine
+            # that has the cores more than the 0.5 s this can add once per iteration
+            pause = TURN_POLL_SECONDS if d.turn else 0.1
+            time.sleep(pause)
+            waited += pause
             if d.turn:  # waiting for its turn is not starvation: nothing to report
                 waited = 0.0
             elif rank == 0 and waited >= 1.0:  # the autoscaler grows producers on this signal

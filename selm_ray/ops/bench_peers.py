@@ -8,7 +8,7 @@ Needs TRL (`pip install 'selm-ray[bench]'`, trl 1.13: the last release with XPOT
   ours with the SELM loss (y_ref = greedy answer of the iteration's start, as in the paper)
 Same prompts (written to DIR/prompts.jsonl and given to both), same model (SmolLM2-135M-Instruct,
 float32), 2 candidates per prompt, 64 new tokens, 4 prompts per learner step, the same small random
-reward model as judge (``tiny-rm``), beta 0.1, lr 1e-6, temperature 0.7. TRL runs with its faster
+reward model as judge (``tiny-rm``), beta 0.1, lr 1e-6, temperature 0.7, top_p 1.0. TRL runs with its faster
 plain-PyTorch setting (KV-cache generation: gradient checkpointing off) and 2 torch threads; ours
 runs `python -m selm_ray.ops.bench CONFIG --only overlapped` (jobs/configs/smollm2-cpu.yaml,
 RM judge in its own actor). Each system runs in its own process, one after the other, never two
@@ -29,7 +29,10 @@ from pathlib import Path
 CONFIG = "jobs/configs/smollm2-cpu.yaml"
 PEERS = {"dpo": "online_dpo", "selm": "xpo"}
 TARGETS = {"dpo": 2.0, "selm": 3.0}  # the ratios this project aims at (ours / TRL)
-SHARED = {"beta": 0.1, "lr": 1e-6, "alpha": 1e-3, "temperature": 0.7, "max_new_tokens": 64, "per_step": 4}
+# top_p 1.0 on both sides (TRL's default): nucleus sampling sorts the whole vocabulary at every
+# token, a third of vLLM's CPU generation time at 0.9 (py-spy), and HF generate pays it too
+SHARED = {"beta": 0.1, "lr": 1e-6, "alpha": 1e-3, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 64,
+          "per_step": 4}
 
 
 def write_prompts(out: Path, n: int) -> Path:
@@ -67,7 +70,7 @@ def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: boo
     cmd = [sys.executable, "-m", "selm_ray.ops.peer_trl", "--algo", PEERS[loss], "--model", "smollm2-135m-instruct",
            "--reward-model", "tiny-rm", "--pairs", str(pairs), "--prompts-per-step", str(s["per_step"]),
            "--max-new-tokens", str(s["max_new_tokens"]), "--beta", str(s["beta"]), "--alpha", str(s["alpha"]),
-           "--lr", str(s["lr"]), "--temperature", str(s["temperature"]), "--threads", "2",
+           "--lr", str(s["lr"]), "--temperature", str(s["temperature"]), "--top-p", str(s["top_p"]), "--threads", "2",
            "--prompts-file", str(prompts), "--out", str(out / f"trl-{tag}")] + (["--bf16"] if bf16 else [])
     r = _last_json(_run(cmd, f"TRL {PEERS[loss]}", out / f"trl-{tag}.log").stdout, "peer_trl")
     return {"pairs": r["pairs"], "loop_seconds": r["loop_seconds"], "pairs_per_second": r["pairs_per_second"]}
@@ -78,7 +81,7 @@ def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bo
     sets = [f"data.source={prompts}", "judge.kind=reward_model", "judge.reward_model=tiny-rm",
             "judge.colocate=false", "schedule.iterations=2", f"schedule.prompts_per_iteration={pairs // 2}",
             f"learner.batch_size={s['per_step']}", f"generation.max_new_tokens={s['max_new_tokens']}",
-            "generation.num_candidates=2", f"generation.temperature={s['temperature']}",
+            "generation.num_candidates=2", f"generation.temperature={s['temperature']}", f"generation.top_p={s['top_p']}",
             f"learner.beta={s['beta']}", f"learner.lr={s['lr']}", f"learner.autocast={'bf16' if bf16 else 'off'}"]
     sets += (["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false"] if loss == "dpo" else
              ["learner.loss=selm", f"learner.alpha={s['alpha']}", "generation.ref_response=true"])

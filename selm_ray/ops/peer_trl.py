@@ -81,13 +81,13 @@ def _step_timer() -> Any:
 
 def _config(config_cls: type, algo: str, *, steps: int, prompts_per_step: int, max_new_tokens: int,
             beta: float, alpha: float, lr: float, temperature: float, out_dir: str, seed: int,
-            bf16: bool = False) -> Any:
+            bf16: bool = False, top_p: float = 1.0) -> Any:
     extra = {"alpha": alpha} if algo == "xpo" else {}
     return config_cls(
         output_dir=out_dir, max_steps=steps, num_train_epochs=1,
         per_device_train_batch_size=prompts_per_step, gradient_accumulation_steps=1,
         learning_rate=lr, beta=beta, loss_type="sigmoid", max_new_tokens=max_new_tokens,
-        temperature=temperature, use_vllm=False,
+        temperature=temperature, top_p=top_p, use_vllm=False,
         # TRL's config defaults to checkpointing on (and then generates without the KV cache) and bf16 on.
         # bf16 (--bf16): accelerate's CPU autocast around the training forward, weights float32
         gradient_checkpointing=False, bf16=bf16, fp16=False, use_cpu=True,
@@ -112,7 +112,7 @@ def _load(model_dir: str, reward_model_dir: str) -> tuple[Any, Any, Any, Any]:
 def run_trl(algo: str, model_dir: str, reward_model_dir: str, prompts: list[str], *, pairs: int = 32,
             prompts_per_step: int = 4, max_new_tokens: int = 64, beta: float = 0.1, alpha: float = 1e-3,
             lr: float = 1e-6, temperature: float = 0.7, threads: int | None = None, out_dir: str,
-            seed: int = 0, bf16: bool = False) -> dict:
+            seed: int = 0, bf16: bool = False, top_p: float = 1.0) -> dict:
     """Train ``pairs // prompts_per_step`` TRL steps; loop time runs from the first step's start to the
     last step's end, start-up (imports, loading, trainer construction) is reported apart."""
     _check_args(algo, prompts, pairs, prompts_per_step, max_new_tokens)
@@ -130,7 +130,7 @@ def run_trl(algo: str, model_dir: str, reward_model_dir: str, prompts: list[str]
     policy, tok, reward, reward_tok = _load(model_dir, reward_model_dir)
     args = _config(config_cls, algo, steps=steps, prompts_per_step=prompts_per_step,
                    max_new_tokens=max_new_tokens, beta=beta, alpha=alpha, lr=lr, temperature=temperature,
-                   out_dir=out_dir, seed=seed, bf16=bf16)
+                   out_dir=out_dir, seed=seed, bf16=bf16, top_p=top_p)
     timer = _step_timer()
     trainer = trainer_cls(model=policy, reward_funcs=reward, args=args, train_dataset=data,
                           processing_class=tok, reward_processing_classes=reward_tok, callbacks=[timer])
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=1e-3)
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: none, TRL's default)")
     p.add_argument("--prompts-file", default=None, help="JSONL of prompts (default: the seed prompts)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--pairs ({a.pairs}) must be a positive multiple of --prompts-per-step ({a.prompts_per_step})")
     if a.max_new_tokens <= 0:
         p.error(f"--max-new-tokens must be positive, got {a.max_new_tokens}")
+    if not 0.0 < a.top_p <= 1.0:
+        p.error(f"--top-p must be in (0, 1], got {a.top_p}")
     from selm_ray.core.data import DataError
     from selm_ray.engines.models import ModelError, resolve_model
 
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_trl(a.algo, model, reward_model, _read_prompts(a.prompts_file), pairs=a.pairs,
                              prompts_per_step=a.prompts_per_step, max_new_tokens=a.max_new_tokens,
                              beta=a.beta, alpha=a.alpha, lr=a.lr, temperature=a.temperature,
-                             threads=a.threads, out_dir=str(out), seed=a.seed, bf16=a.bf16)
+                             threads=a.threads, out_dir=str(out), seed=a.seed, bf16=a.bf16, top_p=a.top_p)
     except (PeerTrlError, ModelError, DataError) as e:  # an actionable message, not a traceback
         print(f"peer_trl: error: {e}", file=sys.stderr)
         return 2
