@@ -344,8 +344,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if d.kind == "stop":
             return
         if d.kind == "wait":
-            # a turn lasts a whole generation phase: polling it 10 times a second cost the engine
-            # that has the cores more than the 0.5 s this can add once per iteration
+            # a turn lasts a whole generation phase: 10 polls a second wake the learner, the channel
+            # and Ray's processes on the cores the engine is using; 0.5 s late once per iteration is cheap
             pause = TURN_POLL_SECONDS if d.turn else 0.1
             time.sleep(pause)
             waited += pause
