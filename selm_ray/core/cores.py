@@ -118,8 +118,8 @@ def run_plan(cfg: Any) -> CorePlan:
 # glibc's malloc hands large freed blocks straight back to the kernel (munmap) and trims its heaps;
 # a VM whose host reclaims free guest pages then makes every re-touch fault in fresh memory. Measured
 # on the 2-core machine: 1 GB re-touched within a second 0.2 s, after 2-8 s idle 2.5-5 s (kernel time);
-# a SmolLM2 learner step 3.2-3.6 s -> 2.5-2.6 s steady with the heap kept (and 18-22 -> 12 s of kernel
-# time in 10 steps); jemalloc (Ray's own) with decay off was slower (5 s steps) and 1.6x the memory.
+# `python -m selm_ray.ops.bench_learner --repeats 5`: packed 3.36 -> 3.25 s, padded 4.51 -> 4.28 s a
+# step with the heap kept; jemalloc (Ray's own) with decay off was slower (5 s steps), 1.6x the memory.
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
