@@ -14,11 +14,11 @@ from selm_ray.engines.vllm_engine import build_engine
 
 class Generator:
     def __init__(self, config: dict[str, Any], model_path: str, name: str = "generator",
-                 channel: Any = None, version: int = 0) -> None:
+                 channel: Any = None, version: int = 0, adapter_path: str | None = None) -> None:
         redirect_output()
         self.cfg: Config = config_from_dict(config)
         self.name = name
-        self.engine = build_engine(self.cfg, model_path)
+        self.engine = build_engine(self.cfg, model_path, adapter_path=adapter_path)  # adapter: a resume
         self.version = version  # of the weights in model_path (a resumed run starts from a checkpoint)
         self.busy_seconds = 0.0
         self.tokens = 0
@@ -100,7 +100,7 @@ class Generator:
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
-                "dtype": self.engine.dtype,
+                "dtype": self.engine.dtype, "adapters_loaded": self.engine.adapter_version,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
                 "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
                 "failures": self.tally.failures,

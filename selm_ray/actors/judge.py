@@ -10,13 +10,14 @@ from selm_ray.core.records import Judgement, Rollout
 
 class Judge:
     def __init__(self, config: dict[str, Any], model_path: str, reward_model_path: str | None = None,
-                 name: str = "judge", channel: Any = None, version: int = 0) -> None:
+                 name: str = "judge", channel: Any = None, version: int = 0,
+                 adapter_path: str | None = None) -> None:
         redirect_output()
         from selm_ray.engines.judges import build_judge
 
         self.cfg: Config = config_from_dict(config)
         self.name = name
-        self.impl, self.engine = build_judge(self.cfg, model_path, reward_model_path)
+        self.impl, self.engine = build_judge(self.cfg, model_path, reward_model_path, adapter_path)
         self.version = version
         if self.engine is not None:
             self.impl.version = version

@@ -77,19 +77,22 @@ def _log_file(log_dir: str | None, name: str) -> str | None:
 
 
 def launch_generator(cfg: Config, run_id: str, index: int, model_path: str, channel: Any,
-                     version: int = 0, log_dir: str | None = None) -> Any:
+                     version: int = 0, log_dir: str | None = None, adapter_path: str | None = None) -> Any:
     c = cfg.cluster
     name = f"{run_id}-generator-{index}"
     env = engine_env(cfg, c.generator_gpus, _log_file(log_dir, name))
     opts = _options(name, c.generator_cpus, c.generator_gpus, env,
                     _slot(c.generator_slot))
-    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel, version)
+    return ray.remote(Generator).options(**opts).remote(cfg.to_dict(), model_path, name, channel, version,
+                                                                adapter_path)
 
 
 def launch_judge(cfg: Config, run_id: str, index: int, model_path: str, rm_path: str | None,
-                 channel: Any, version: int = 0, log_dir: str | None = None) -> Any:
+                 channel: Any, version: int = 0, log_dir: str | None = None,
+                 adapter_path: str | None = None) -> Any:
     c = cfg.cluster
     name = f"{run_id}-judge-{index}"
     env = engine_env(cfg, c.judge_gpus, _log_file(log_dir, name))
     opts = _options(name, c.judge_cpus, c.judge_gpus, env, _slot(c.judge_slot))
-    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel, version)
+    return ray.remote(Judge).options(**opts).remote(cfg.to_dict(), model_path, rm_path, name, channel,
+                                                            version, adapter_path)

@@ -313,6 +313,11 @@ class LearnerConfig(_Section):
     num_workers: int = Field(1, description="Ray Train workers.")
     lora_rank: int = Field(0, description="0 = full fine-tuning.")
     lora_alpha: int = Field(16, description="LoRA alpha (when lora_rank > 0).")
+    lora_publish: Literal["auto", "adapter", "merged"] = Field("auto", description=(
+        "What a LoRA run sends the engines each version: adapter = only the adapter (vLLM serves it "
+        "over the base with enable_lora: megabytes, not the whole model), merged = the full weights "
+        "with the adapter folded in. auto: adapter where vLLM supports LoRA for the model's "
+        "architecture, else merged (decided once at start, the reason printed)."))
     max_length: int = Field(1024, description="Token length limit of the learner's sequences.")
     checkpoint_every: int = Field(0, description=(
         "async: learner steps between checkpoints (iterative: each iteration)."))
@@ -351,6 +356,8 @@ class LearnerConfig(_Section):
         _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0..3, got {self.zero_stage}")
         _check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         _check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")
+        _check(self.lora_publish != "adapter" or self.lora_rank > 0, "lora_publish",
+               "is adapter but lora_rank is 0 (no adapter to publish); set lora_rank > 0 or lora_publish: auto")
 
 
 class ScheduleConfig(_Section):

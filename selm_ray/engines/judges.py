@@ -333,10 +333,12 @@ class PairwiseLLMJudge:
         return {"mode": self.mode, **self.tally.as_dict(), "too_long": self.too_long}
 
 
-def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None) -> tuple[Any, Any]:
+def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None,
+                adapter_path: str | None = None) -> tuple[Any, Any]:
     """The judge ``cfg.judge`` names, and the vLLM engine it owns (None for a reward model, a
     ranker or a function). ``reward_model_path``: the resolved ``cfg.judge.judge_model`` (reward
-    model or ranker). The one place a judge is built: the judge actor and the local commands use it."""
+    model or ranker); ``adapter_path``: a LoRA adapter a policy-following judge serves from the
+start. The one place a judge is built: the judge actor and the local commands use it."""
     j = cfg.judge
     if j.kind in ("reward_model", "pairwise_rm"):
         import torch
@@ -355,7 +357,7 @@ def build_judge(cfg: Any, model_path: str, reward_model_path: str | None = None)
         return FunctionJudge(j.function or ""), None
     from selm_ray.engines.vllm_engine import build_engine
 
-    engine = build_engine(cfg, model_path)
+    engine = build_engine(cfg, model_path, serves_policy=j.follow_policy, adapter_path=adapter_path)
     return make_self_judge(cfg, engine), engine
 
 

@@ -7,6 +7,9 @@ which run the backend configured at the engine's start: ours (``selm_objstore``,
 here under vLLM's ``WeightTransferEngineFactory``) takes the tensors from the update itself and
 loads them layer by layer, the same reload path vLLM's own IPC backend takes on GPU.
 
+A LoRA run with ``learner.lora_publish: adapter`` sends only the adapter's tensors (PackedWeights
+with ``adapter`` set); the engine serves them over its base weights (engines/adapters.py).
+
 bfloat16 has no numpy dtype: its tensors travel as int16 bit patterns with the dtype name beside
 them, and are viewed back on arrival (no conversion, no rounding).
 """
@@ -28,6 +31,8 @@ class PackedWeights:
     """One version's weights as numpy arrays (what goes in the object store)."""
     arrays: dict[str, np.ndarray]
     dtypes: dict[str, str] = field(default_factory=dict)  # name -> torch dtype of a bit-viewed array
+    # set: the arrays are a LoRA adapter (peft names) with this peft config, served over the base
+    adapter: dict[str, Any] | None = None
 
     def tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [(k, unpack_tensor(a, self.dtypes.get(k))) for k, a in self.arrays.items()]
@@ -36,7 +41,7 @@ class PackedWeights:
         return sum(a.nbytes for a in self.arrays.values())
 
 
-def pack_state_dict(sd: dict[str, torch.Tensor]) -> PackedWeights:
+def pack_state_dict(sd: dict[str, torch.Tensor], adapter: dict[str, Any] | None = None) -> PackedWeights:
     arrays, dtypes = {}, {}
     for k, v in sd.items():
         v = v.detach().to("cpu").contiguous()
@@ -45,7 +50,7 @@ def pack_state_dict(sd: dict[str, torch.Tensor]) -> PackedWeights:
             dtypes[k] = str(v.dtype).removeprefix("torch.")
             v = v.view(view)
         arrays[k] = v.numpy()
-    return PackedWeights(arrays, dtypes)
+    return PackedWeights(arrays, dtypes, adapter)
 
 
 def unpack_tensor(array: np.ndarray, dtype: str | None) -> torch.Tensor:

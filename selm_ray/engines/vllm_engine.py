@@ -7,8 +7,11 @@ reserves most of the machine's RAM) and explicit thread binding; on GPU bfloat16
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from selm_ray.core.judging.scoring import SCORE_TOKENS
@@ -45,6 +48,8 @@ class EngineOptions:
     seed: int = 0
     kv_cache_gib: float = 1.0
     tensor_parallel_size: int = 1
+    max_lora_rank: int = 0  # > 0: serve LoRA adapters over the base (vLLM enable_lora)
+    adapter_path: str | None = None  # an adapter folder to serve from the start (a resumed run)
 
 
 class VLLMEngine:
@@ -71,6 +76,9 @@ class VLLMEngine:
             enforce_eager=not gpu,
             tensor_parallel_size=opts.tensor_parallel_size,
             weight_transfer_config=WeightTransferConfig(backend=transfer.BACKEND),
+            # one adapter at a time (the policy's); a new version replaces it in place
+            **({"enable_lora": True, "max_lora_rank": opts.max_lora_rank, "max_loras": 1, "max_cpu_loras": 1}
+               if opts.max_lora_rank else {}),
             gpu_memory_utilization=0.85 if gpu else 0.9,
             # CPU: a seeded request whose prompt is split over two steps makes vLLM rewind the
             # sampler's generator offset, which torch's CPU generator cannot do (the engine dies
@@ -80,7 +88,13 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = opts.max_model_len
         self.model_path = opts.model
+        self.max_lora_rank = opts.max_lora_rank
         self._digits: list[int] | None = None
+        self.lora: Any = None  # the LoRARequest every call carries once an adapter is served
+        self.adapter_version = 0  # adapters loaded so far
+        self._adapter_root: Path | None = None
+        if opts.adapter_path:
+            self._serve_adapter(lambda folder: shutil.copytree(opts.adapter_path, folder))
 
     def digit_ids(self) -> list[int]:
         """Token ids of "0".."5" (expected-score judging). Looked up on first use, not at start: a
@@ -96,7 +110,7 @@ class VLLMEngine:
         # Token ids, not strings: the templated text already holds its special tokens (a string
         # prompt would get a second BOS on some tokenizers), and the learner sees the same ids.
         token_prompts = [{"prompt_token_ids": list(ids)} for ids in self.prompt_token_ids(prompts)]
-        return self.llm.generate(token_prompts, SamplingParams(**kw), use_tqdm=False)
+        return self.llm.generate(token_prompts, SamplingParams(**kw), use_tqdm=False, lora_request=self.lora)
 
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float,
                  max_tokens: int, version: int | None, seed: int | None = None) -> list[list[Candidate]]:
@@ -116,7 +130,8 @@ class VLLMEngine:
         sampled = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                  seed=seed, logprobs=0)
         greedy = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
-        outs = self.llm.generate(ids + ids, [sampled] * len(ids) + [greedy] * len(ids), use_tqdm=False)
+        outs = self.llm.generate(ids + ids, [sampled] * len(ids) + [greedy] * len(ids), use_tqdm=False,
+                                 lora_request=self.lora)
         k = len(ids)
         return ([[_candidate(c, version) for c in o.outputs] for o in outs[:k]],
                 [_candidate(o.outputs[0], version) for o in outs[k:]])
@@ -185,7 +200,10 @@ class VLLMEngine:
         from selm_ray.engines.transfer import as_packed
 
         t0 = time.time()
-        named = as_packed(weights).tensors()
+        packed = as_packed(weights)
+        if packed.adapter is not None:
+            return self._update_adapter(packed, t0)
+        named = packed.tensors()
         self.llm.start_weight_update()
         try:
             self.llm.update_weights({"update_info": {"names": [k for k, _ in named], "tensors": [v for _, v in named]}})
@@ -194,6 +212,34 @@ class VLLMEngine:
         self.llm.collective_rpc(_retie_embeddings)
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.time() - t0
+
+    def _update_adapter(self, packed: Any, t0: float) -> float:
+        """A LoRA adapter in place of the one served (the base weights stay as they are)."""
+        from selm_ray.engines.adapters import write_adapter
+
+        if not self.max_lora_rank:
+            raise RuntimeError("received a LoRA adapter, but this engine was started without "
+                               "enable_lora (learner.lora_publish must be resolved the same for all)")
+        self._serve_adapter(lambda folder: write_adapter(folder, dict(packed.tensors()), packed.adapter))
+        return time.time() - t0
+
+    def _serve_adapter(self, fill: Any) -> None:
+        """Write the next adapter into a folder of this engine's own (vLLM loads adapters from
+        folders; on this node, so a multi-node run needs no shared disk), load it in place of the
+        served one, drop the previous folder. vLLM may read the folder again (its adapter cache
+        holds one): the served one stays until it is replaced."""
+        from vllm.lora.request import LoRARequest
+
+        if self._adapter_root is None:
+            self._adapter_root = Path(tempfile.mkdtemp(prefix="selm-ray-adapter-"))
+        folder = self._adapter_root / f"a{self.adapter_version + 1}"
+        fill(folder)
+        self.llm.llm_engine.add_lora(LoRARequest("policy", 1, str(folder), load_inplace=True))
+        old, self.lora = self.lora, LoRARequest("policy", 1, str(folder))
+        self.adapter_version += 1
+        self.llm.reset_prefix_cache()  # same adapter id, new weights: cached KV is stale
+        if old is not None:
+            shutil.rmtree(old.lora_path, ignore_errors=True)
 
     def weights_checksum(self) -> float:
         """Sum of the parameters vLLM keeps in plain form (tests: did new weights arrive?).
@@ -258,12 +304,19 @@ def _candidate(completion: Any, version: int | None) -> Candidate:
     )
 
 
-def build_engine(cfg: Any, model_path: str) -> "VLLMEngine":
-    """The engine a run config asks for (``cfg`` is the run Config), with the actor's torch threads."""
+def build_engine(cfg: Any, model_path: str, serves_policy: bool = True,
+                 adapter_path: str | None = None) -> "VLLMEngine":
+    """The engine a run config asks for (``cfg`` is the run Config), with the actor's torch threads.
+    ``serves_policy``: it takes the learner's new versions (LoRA adapters where the run publishes
+    them); ``adapter_path``: an adapter to serve from the start."""
     import torch
 
     from selm_ray.core.cores import engine_threads
+    from selm_ray.engines.adapters import vllm_max_lora_rank
 
     torch.set_num_threads(engine_threads(cfg))
+    lora = serves_policy and cfg.learner.lora_publish == "adapter"
     return VLLMEngine(EngineOptions(model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed,
-                                    cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size))
+                                    cfg.cluster.kv_cache_gib, cfg.cluster.tensor_parallel_size,
+                                    vllm_max_lora_rank(cfg.learner.lora_rank) if lora else 0,
+                                    adapter_path if lora else None))

@@ -1,5 +1,8 @@
 """Checkpoints: an HF folder (loads in transformers and vLLM) + optimizer state + learner state.
 
+A LoRA checkpoint's model.safetensors holds the merged weights; its ``adapter/`` folder the adapter
+alone (peft layout), which engines serving adapters load over the base model on a resume.
+
 ``learner_state.json`` holds the step, policy version, iteration and the buffer cursor (how many
 rows of the buffer's consumed log existed at that moment), which is what an exact resume needs.
 """
@@ -11,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from selm_ray.engines.adapters import CHECKPOINT_DIR as ADAPTER_DIR, write_adapter
 from selm_ray.learner.tensor_io import save_model
 
 STATE_FILE = "learner_state.json"
@@ -55,10 +59,13 @@ def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int,
     """Collective (every rank calls it): full weights are gathered, optimizer shards saved."""
     out = checkpoint_dir(run_dir, state["step"])
     sd = engine.full_state_dict()
+    adapter = engine.adapter() if lora else None  # collective too
     engine.save_optimizer(out / OPTIMIZER_DIR)
     if rank == 0:
         base = engine.models.policy.get_base_model() if lora else engine.models.policy
         save_model(base, out, sd)
+        if adapter is not None:  # what engines serving adapters resume with, over the base model
+            write_adapter(out / ADAPTER_DIR, *adapter)
         tok.save_pretrained(out)
         # committed last, atomically: a folder without it is an interrupted checkpoint, never resumed
         write_atomic(out / STATE_FILE, json.dumps(state))

@@ -319,6 +319,15 @@ class TrainEngine:
 
         return full_state_dict(_unwrap(self.module), self.cfg.lora_rank > 0, dtype)
 
+    def adapter(self, dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The LoRA adapter alone (tensors, peft config as JSON), what ``lora_publish: adapter``
+        sends. Collective under ZeRO-3: call on every rank."""
+        from selm_ray.engines.adapters import adapter_config
+        from selm_ray.learner.gather import adapter_state_dict
+
+        peft_model = _unwrap(self.module)
+        return adapter_state_dict(peft_model, dtype), adapter_config(peft_model.peft_config[peft_model.active_adapter])
+
 
 def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
     """Base weights with the LoRA deltas folded in, under the base model's own key names.

@@ -90,3 +90,24 @@ def _cpu(t: torch.Tensor, dtype: torch.dtype | None, copy: bool) -> torch.Tensor
     if dtype is not None and t.is_floating_point() and t.dtype != dtype:
         return t.to("cpu", dtype=dtype)
     return t.to("cpu", copy=copy)
+
+
+def adapter_state_dict(peft_model: Any, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The active LoRA adapter's tensors on CPU, named as peft saves them
+    (``base_model.model.<module>.lora_A.weight``: what vLLM's adapter loader reads). Gathered
+    layer by layer under ZeRO-3 (collective): a few megabytes, whatever the base model's size."""
+    from peft.tuners.lora import LoraLayer
+
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in peft_model.named_modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            for adapter in module.active_adapters:
+                if adapter not in module.lora_A:
+                    continue
+                pair = (("lora_A", module.lora_A[adapter].weight), ("lora_B", module.lora_B[adapter].weight))
+                with gathered([p for _, p in pair]):
+                    for part, weight in pair:
+                        out[f"{name}.{part}.weight"] = _cpu(weight, dtype, copy=True)
+    return out

@@ -151,11 +151,14 @@ def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int, bum
     from selm_ray.engines.transfer import pack_state_dict
 
     t0 = time.time()
-    sd = engine.full_state_dict(engine.publish_dtype)  # collective under ZeRO-3
+    if engine.cfg.lora_publish == "adapter":  # resolved at start: the engines serve LoRA adapters
+        sd, adapter = engine.adapter(engine.publish_dtype)  # collective under ZeRO-3
+    else:
+        sd, adapter = engine.full_state_dict(engine.publish_dtype), None
     st.version += int(bump)
     if rank == 0:
         # numpy arrays are read zero-copy from the object store on the receiving side
-        ref = ray.put(pack_state_dict(sd))
+        ref = ray.put(pack_state_dict(sd, adapter))
         remote.get(channel.publish.remote(st.version, [ref], time.time() - t0), "channel.publish")
 
 

@@ -25,6 +25,7 @@ from selm_ray.core.config import Config
 from selm_ray.core.data import (PromptRecord, check_prompt_lengths, iteration_slices, load_prompts,
                                 shuffled, templated_length)
 from selm_ray.core.pairs import build_pair
+from selm_ray.engines.adapters import CHECKPOINT_DIR as ADAPTER_DIR
 from selm_ray.engines.models import resolve_model
 from selm_ray.learner.trainer import build_trainer
 from selm_ray.run.context import RunContext
@@ -89,6 +90,11 @@ class Controller:
         base_path = model_path = resolve_model(cfg.model.path)
         resume_from = prepare_resume(ctx) if ctx.resume else None
         model_path = resume_from or model_path
+        adapter_path = None
+        if resume_from and cfg.learner.lora_publish == "adapter":
+            # engines serving adapters start from the base and the checkpoint's adapter over it
+            # (its model.safetensors is the merged policy: the adapter would count twice)
+            model_path, adapter_path = base_path, str(Path(resume_from) / ADAPTER_DIR)
         judge_path = model_path if cfg.judge.follow_policy else base_path
         rm_path = resolve_model(cfg.judge.judge_model) if cfg.judge.judge_model else None  # reward model or ranker
         self.records, self.report = load_prompts(cfg.data.source, cfg.data.split, cfg.data.on_bad_row,
@@ -97,7 +103,7 @@ class Controller:
         self._check_score_digits(judge_path)  # and a tokenizer the expected-score judge cannot read
         ctx.channel = launch.launch_channel(ctx.run_id, ctx.start_version)
         ctx.buffer = launch.launch_buffer(cfg, ctx.run_id, str(ctx.run_dir / "buffer"))
-        self.pm = PoolManager(ctx, model_path, judge_path, rm_path)
+        self.pm = PoolManager(ctx, model_path, judge_path, rm_path, adapter_path)
         self.evaluator = Evaluator(ctx, self.pm)  # fails here if the judge's labelled set is unusable
         self.ops = Operator(ctx, self.pm)
         self.ops.instruction_eval = lambda: self.evaluator.instruction_evals[-1:]
@@ -106,7 +112,7 @@ class Controller:
         judges = "judging in the generators" if cfg.judge.colocate else f"{c.num_judges} judge(s)"
         self.log(f"started {c.num_generators} generator(s), {judges}; model {model_path}; "
                  f"engine output in {self.pm.log_dir}/")
-        self.learner = LearnerDriver(ctx, build_trainer(cfg, model_path, ctx.buffer, ctx.channel, ctx.run_dir,
+        self.learner = LearnerDriver(ctx, build_trainer(cfg, resume_from or model_path, ctx.buffer, ctx.channel, ctx.run_dir,
                                                         resume_from))
         self.learner.start()
         self.pm.admit(block=True)

@@ -19,9 +19,11 @@ RESTARTED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 class PoolManager:
-    def __init__(self, ctx: RunContext, model_path: str, judge_path: str, rm_path: str | None) -> None:
+    def __init__(self, ctx: RunContext, model_path: str, judge_path: str, rm_path: str | None,
+                 adapter_path: str | None = None) -> None:
         c = ctx.cfg.cluster
         self.ctx, self.model_path, self.judge_path, self.rm_path = ctx, model_path, judge_path, rm_path
+        self.adapter_path = adapter_path  # engines serving LoRA adapters: the resumed one
         self.gens = Pool("generator", target=c.num_generators)
         # judge.colocate: the generators judge too: one pool, shared in-flight counts
         self.judges = self.gens if ctx.cfg.judge.colocate else Pool("judge", target=c.num_judges)
@@ -45,9 +47,9 @@ class PoolManager:
         v, name = ctx.start_version, f"{ctx.run_id}-{kind}-{index}"
         if kind == "generator":
             return launch.launch_generator(ctx.cfg, ctx.run_id, index, self.model_path, ctx.channel, v,
-                                          self.log_dir), name
+                                          self.log_dir, self.adapter_path), name
         return launch.launch_judge(ctx.cfg, ctx.run_id, index, self.judge_path, self.rm_path, ctx.channel, v,
-                                  self.log_dir), name
+                                  self.log_dir, self.adapter_path), name
 
     def launch(self, pool: Pool, n: int) -> None:
         for _ in range(n):

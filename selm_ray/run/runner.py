@@ -118,6 +118,7 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
         plan = run_plan(cfg)
         cfg = apply_plan(cfg, plan)  # what every actor reads: threads and overlap, decided once
         print(f"run {run_id}: core plan: {plan.reason}", flush=True)
+        cfg = resolve_lora_publish(cfg, lambda msg: print(f"run {run_id}: {msg}", flush=True))
         ctl = Controller(cfg, run_dir, run_id, resume=resume)
         ctl.ctx.core_plan = plan.as_dict()
         ctl.install_signal_handlers()
@@ -129,3 +130,19 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
         return summary
     finally:
         ray.shutdown()
+
+
+def resolve_lora_publish(cfg: Any, log: Any) -> Any:
+    """``learner.lora_publish`` decided once for the model the run serves (what the learner sends
+    and every engine expects must agree): adapter or merged, the reason printed."""
+    if cfg.learner.lora_rank == 0:
+        return cfg
+    from selm_ray.core.config import config_from_dict
+    from selm_ray.engines.adapters import choose_publish
+    from selm_ray.engines.models import resolve_model
+
+    choice = choose_publish(cfg.learner.lora_publish, cfg.learner.lora_rank, resolve_model(cfg.model.path))
+    log(f"publishing: {choice.reason}")
+    data = cfg.to_dict()
+    data["learner"]["lora_publish"] = choice.mode
+    return config_from_dict(data)
