@@ -83,3 +83,83 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
     assert short["truncated"] and engine_reference_logps(pairs, short, 0, True) is None
     bare = [p.__class__(**{**p.__dict__, "chosen_ids": ()}) for p in pairs]
     assert engine_reference_logps(bare, collate(smollm2_tokenizer, bare, 512, True), 0, True) is None
+
+
+def _peft_model(path, seed):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)  # peft starts B at 0: a fresh adapter changes nothing
+    return model.eval()
+
+
+def _hf_logps(model, rollouts):
+    import torch
+
+    out = []
+    for r in rollouts:
+        for c in r.candidates:
+            ids = torch.tensor([list(r.prompt_token_ids) + list(c.token_ids)])
+            with torch.no_grad():
+                lp = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+            n = len(r.prompt_token_ids)
+            out.append(sum(lp[n - 1 + i, t].item() for i, t in enumerate(c.token_ids)))
+    return out
+
+
+def test_lora_run_publishes_only_the_adapter_and_the_engine_serves_it(tmp_path, tiny_model_path):
+    """lora_publish: adapter: the engine keeps its base weights and serves each version's adapter
+    (vLLM enable_lora on CPU): its sampled-token log-probs equal the peft policy's, a second adapter
+    replaces the first in place, and an engine started with a checkpoint's adapter serves it too."""
+    from selm_ray.engines.adapters import adapter_config, write_adapter
+    from selm_ray.engines.transfer import pack_state_dict
+    from selm_ray.learner.gather import adapter_state_dict
+
+    cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=8",
+                             "learner.lora_rank=4", "learner.lora_publish=adapter"])
+    policies = [_peft_model(tiny_model_path, s) for s in (1, 2)]
+    packed = [pack_state_dict(adapter_state_dict(m), adapter_config(m.peft_config["default"])) for m in policies]
+    full = sum(t.numel() * 4 for t in load_file_tensors(tiny_model_path).values())
+    assert packed[0].nbytes() < 0.2 * full  # the adapter alone, not the model
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        gen = launch.launch_generator(cfg, "lora", 0, str(tiny_model_path), None)
+        base_rollouts = ray.get(gen.generate.remote(PROMPTS, 3))
+        for version, (model, weights) in enumerate(zip(policies, packed), start=1):
+            assert ray.get(gen.update_weights.remote(version, ray.put(weights))) > 0
+            rollouts = ray.get(gen.generate.remote(PROMPTS, 3))
+            engine = [c.logprob for r in rollouts for c in r.candidates]
+            assert engine == pytest.approx(_hf_logps(model, rollouts), abs=2e-3)
+            assert {c.policy_version for r in rollouts for c in r.candidates} == {version}
+        stats = ray.get(gen.stats.remote())
+        assert stats["adapters_loaded"] == 2
+        # not the base any more: the base model gives the adapter's samples other log-probs
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+        assert max(abs(a - b) for a, b in zip(_hf_logps(base, rollouts), engine)) > 0.1
+        assert [c.logprob for r in base_rollouts for c in r.candidates] == pytest.approx(
+            _hf_logps(base, base_rollouts), abs=2e-3)
+        ray.kill(gen)
+        # a resumed run: the engine starts from the base and the checkpoint's adapter folder
+        folder = write_adapter(tmp_path / "ckpt" / "adapter", adapter_state_dict(policies[1]),
+                               adapter_config(policies[1].peft_config["default"]))
+        resumed = launch.launch_generator(cfg, "lora", 1, str(tiny_model_path), None, 2, None, str(folder))
+        rollouts = ray.get(resumed.generate.remote(PROMPTS, 4))
+        assert [c.logprob for r in rollouts for c in r.candidates] == pytest.approx(
+            _hf_logps(policies[1], rollouts), abs=2e-3)
+    finally:
+        ray.shutdown()
+
+
+def load_file_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
