@@ -135,7 +135,8 @@ def _kill_learner_after_first_step_of_iteration_2(ctl, killed):
 def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_in_transformers_and_vllm(
         tmp_path, tiny_model_path, joined):
     """DPO with a LoRA learner (one run for all: a run's start-up is most of its cost here): no y_ref
-    asked for, the engines get the merged weights, the checkpoint is a plain HF model that
+    asked for, the engines get only the adapter (lora_publish auto: vLLM serves LoRA for Llama),
+    the checkpoint is a plain (merged) HF model with the adapter beside it, that
     transformers and vLLM load; and a kill -9 of the learner worker mid-iteration restarts it from
     its checkpoint, with the pairs it was served since then served again, each trained on once."""
     from transformers import AutoModelForCausalLM
@@ -169,6 +170,7 @@ def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_i
     refs = [m["ref_checksum"] for m in metrics if "ref_checksum" in m]
     assert len(refs) == 2 and refs[1] == pytest.approx(refs[0], rel=1e-12)
     assert s["generators"][0]["version"] == 2
+    assert s["generators"][0]["adapters_loaded"] >= 2  # each version as an adapter, not full weights
     pairs = [json.loads(line) for line in (tmp_path / "run" / "buffer" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["ref_response"] is None for p in pairs)  # DPO asked for no y_ref
     ckpt = s["checkpoint"]
@@ -177,6 +179,7 @@ def test_dpo_lora_two_iterations_survive_a_killed_learner_and_checkpoint_loads_i
     # LoRA: the checkpoint is a plain (merged) HF model, no adapter keys, and it moved off the base
     keys = load_file(Path(ckpt) / "model.safetensors").keys()
     assert not [k for k in keys if "lora" in k or "base_layer" in k]
+    assert (Path(ckpt) / "adapter" / "adapter_model.safetensors").is_file()
     base = load_file(tiny_model_path / "model.safetensors")
     new = load_file(Path(ckpt) / "model.safetensors")
     assert any(not torch.equal(base[k], new[k]) for k in base if "proj" in k)
