@@ -120,7 +120,11 @@ def run_plan(cfg: Any) -> CorePlan:
 # on the 2-core machine: 1 GB re-touched within a second 0.2 s, after 2-8 s idle 2.5-5 s (kernel time);
 # `python -m selm_ray.ops.bench_learner --repeats 5`: packed 3.36 -> 3.25 s, padded 4.51 -> 4.28 s a
 # step with the heap kept; jemalloc (Ray's own) with decay off was slower (5 s steps), 1.6x the memory.
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+# One arena: Ray Train runs the learner loop in a thread of its worker, and glibc gives threads
+# their own arenas, whose heaps are unmapped whenever they empty, whatever the trim threshold: a
+# SmolLM2 step in a thread faulted in ~900 MB afresh every step (230k minor faults, 4.6-5.7 s), with
+# one arena none after the second step (3.8-3.9 s, as on the main thread).
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_ARENA_MAX": "1"}
 
 
 def memory_env(cfg: Any) -> dict[str, str]:
