@@ -63,9 +63,10 @@ class VLLMEngine:
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
-        from selm_ray.engines import transfer
+        from selm_ray.engines import cpu_sampler, transfer
 
         transfer.register()
+        cpu_sampler.apply()  # before the engine samples: no inductor/gcc compile in the first call
         dtype = engine_dtype(opts.dtype, gpu)
         self.dtype = dtype
         self.llm = LLM(
@@ -95,6 +96,13 @@ class VLLMEngine:
         self._adapter_root: Path | None = None
         if opts.adapter_path:
             self._serve_adapter(lambda folder: shutil.copytree(opts.adapter_path, folder))
+
+    @staticmethod
+    def compiled_graphs() -> int:
+        """Graphs torch.compile built in this process (0 on CPU: eager engine, eager sampler)."""
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
 
     def digit_ids(self) -> list[int]:
         """Token ids of "0".."5" (expected-score judging). Looked up on first use, not at start: a

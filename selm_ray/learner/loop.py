@@ -360,18 +360,24 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             continue
         if d.kind == "end_iteration":
             st.version += 1
+            t0 = time.time()
             if refresh_reference(engine.models):
                 st.ref_version = st.version  # pi_ref of the next iteration = what generators now serve
                 st.ref_path = SELF_REF  # the policy that the save() below writes
             st.iteration, st.phase_step = st.iteration + 1, 0
             plan.reset()
+            t1 = time.time()
             # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
             # that fails in between restarts from (and publishes again) exactly this version
             save()
+            t2 = time.time()
             _publish(engine, st, channel, rank, bump=False)
             if rank == 0:
-                remote.get(channel.report.remote({"event": "iteration_end", "step": st.step,
-                                               "iteration": st.iteration, "version": st.version}), "channel.report")
+                # where an iteration's end goes (the stages wait on it): reference copy, checkpoint, publication
+                seconds = {"reference_seconds": t1 - t0, "checkpoint_seconds": t2 - t1, "publish_seconds": time.time() - t2}
+                remote.get(channel.report.remote({"event": "iteration_end", "step": st.step, "iteration": st.iteration,
+                                               "version": st.version, **{k: round(v, 3) for k, v in seconds.items()}}),
+                           "channel.report")
             if st.iteration >= sched.iterations:
                 _hold_until_stop(channel, rank, world)
                 return

@@ -65,6 +65,9 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
     try:
         gen = launch.launch_generator(cfg, "lp", 0, str(tiny_model_path), None)
         rollouts = ray.get(gen.generate.remote(PROMPTS, 5))
+        # the sampler ranked the sampled tokens eagerly: no torch.compile (inductor + gcc, ~11 s
+        # on 2 cores) inside the first generation call (engines/cpu_sampler.py)
+        assert ray.get(gen.stats.remote())["compiled_graphs"] == 0
     finally:
         ray.shutdown()
     pairs = [build_pair(r, Judgement(r.prompt_id, (CandidateScore(2.0, 1, 1), CandidateScore(1.0, 1, 1)), "t")).pair
