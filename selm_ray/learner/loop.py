@@ -30,6 +30,7 @@ from selm_ray.learner.batching import collate, engine_reference_logps, pack, row
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
 from selm_ray.learner.tensor_io import save_model
 from selm_ray.learner.passes import IterationPlan
+from selm_ray.learner.publish import broadcast, hold_until_stop, publish, save_and_put
 from selm_ray.core.losses import compute_loss, get_loss
 from selm_ray.core.precision import resolve_dtype
 
@@ -59,14 +60,6 @@ class Decision:
     phase_steps: int = 1  # the lr schedule's length for this step (rank 0 knows it; all ranks use it)
     pass_: int = 1  # 1: pairs straight from the buffer; > 1: a later pass over the iteration's pairs
     turn: bool = False  # a wait for the learner's turn (stages taking turns), not for missing pairs
-
-
-def _broadcast(obj: Any, world: int) -> Any:
-    if world == 1:
-        return obj
-    box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _decide(cfg: Config, st: LearnerState, buffer: Any, channel: Any, world: int, request_id: str,
@@ -140,35 +133,6 @@ def _train_step(cfg: Config, engine: TrainEngine, tok: Any, pairs: list, st: Lea
                    chosen_tokens=sum(p.chosen_tokens for p in pairs) / n,
                    rejected_tokens=sum(p.rejected_tokens for p in pairs) / n)
     return metrics
-
-
-def _publish(engine: TrainEngine, st: LearnerState, channel: Any, rank: int, bump: bool = True) -> None:
-    """New policy version -> object store -> channel (controller forwards it to the engines).
-    ``bump=False`` sends the current version again (a restarted rank 0: the object its dead
-    predecessor put is gone with it, and a restarting engine would fetch it)."""
-    import ray
-
-    from selm_ray.engines.transfer import pack_state_dict
-
-    t0 = time.time()
-    if engine.cfg.lora_publish == "adapter":  # resolved at start: the engines serve LoRA adapters
-        sd, adapter = engine.adapter(engine.publish_dtype)  # collective under ZeRO-3
-    else:
-        sd, adapter = engine.full_state_dict(engine.publish_dtype), None
-    st.version += int(bump)
-    if rank == 0:
-        # numpy arrays are read zero-copy from the object store on the receiving side
-        ref = ray.put(pack_state_dict(sd, adapter))
-        remote.get(channel.publish.remote(st.version, [ref], time.time() - t0), "channel.publish")
-
-
-def _hold_until_stop(channel: Any, rank: int, world: int) -> None:
-    """Rank 0 owns the last published weights (its ray.put): if it exited now, an engine still
-    fetching them would fail with OwnerDiedError. The controller requests the stop only after
-    every engine has loaded them (and the final evaluation ran)."""
-
-    while not _broadcast(bool(remote.get(channel.poll.remote(), "channel.poll")["stop"]) if rank == 0 else None, world):
-        time.sleep(0.2)
 
 
 def _save_reference(engine: TrainEngine, st: LearnerState, run_dir: Path, rank: int) -> None:
@@ -286,16 +250,16 @@ def _after_restart(st: LearnerState, engine: TrainEngine, buffer: Any, channel: 
     published as the next number instead."""
     from selm_ray.actors.remote import call_with_retry
 
-    starts = _broadcast(remote.get(channel.learner_start.remote(os.getpid()), "channel.learner_start")
+    starts = broadcast(remote.get(channel.learner_start.remote(os.getpid()), "channel.learner_start")
                         if rank == 0 else None, world)
     if starts == 0:
         return  # the first start: a resume already rewound the buffer before it began
-    served = _broadcast(remote.get(channel.state.remote(), "channel.state")["version"] if rank == 0 else None, world)
+    served = broadcast(remote.get(channel.state.remote(), "channel.state")["version"] if rank == 0 else None, world)
     if served > st.version:
         st.version = served
-        _publish(engine, st, channel, rank, bump=True)
+        publish(engine, st, channel, rank, bump=True)
     elif resumed:
-        _publish(engine, st, channel, rank, bump=False)
+        publish(engine, st, channel, rank, bump=False)
     if rank == 0:
         undone = call_with_retry(buffer.rewind, cursor)
         remote.get(channel.report.remote({"event": "learner_restart", "restarts": starts, "from_step": st.step,
@@ -322,7 +286,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     try:
         _run(cfg, engine, models.tokenizer, st, buffer, channel, rank, world, plan, save)
         last = checkpoint.latest(run_dir) if rank == 0 else None
-        done = _broadcast(last is not None and checkpoint.load_state(last)["step"] == st.step, world)
+        done = broadcast(last is not None and checkpoint.load_state(last)["step"] == st.step, world)
         ckpt = str(last) if done else save()
         if rank == 0:
             remote.get(channel.finish.remote(ckpt), "channel.finish")
@@ -342,7 +306,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
     first_step = True
     while True:
         calls += 1
-        d = _broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}", plan) if rank == 0 else None,
+        d = broadcast(_decide(cfg, st, buffer, channel, world, f"{group}-{calls}", plan) if rank == 0 else None,
                        world)
         if d.kind == "stop":
             return
@@ -369,17 +333,18 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
             t1 = time.time()
             # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
             # that fails in between restarts from (and publishes again) exactly this version
-            save()
-            t2 = time.time()
-            _publish(engine, st, channel, rank, bump=False)
+            put, saved = save_and_put(cfg, engine, rank, save)
+            publish(engine, st, channel, rank, bump=False, put=put)
             if rank == 0:
-                # where an iteration's end goes (the stages wait on it): reference copy, checkpoint, publication
-                seconds = {"reference_seconds": t1 - t0, "checkpoint_seconds": t2 - t1, "publish_seconds": time.time() - t2}
+                # where an iteration's end goes (the stages wait on it): reference copy, checkpoint and
+                # (meanwhile) the weights put for the engines, then the whole boundary
+                seconds = {"reference_seconds": t1 - t0, "checkpoint_seconds": saved, "put_seconds": put[1],
+                           "boundary_seconds": time.time() - t0}
                 remote.get(channel.report.remote({"event": "iteration_end", "step": st.step, "iteration": st.iteration,
                                                "version": st.version, **{k: round(v, 3) for k, v in seconds.items()}}),
                            "channel.report")
             if st.iteration >= sched.iterations:
-                _hold_until_stop(channel, rank, world)
+                hold_until_stop(channel, rank, world)
                 return
             continue
         per_rank = math.ceil(len(d.pairs) / world)
@@ -391,7 +356,7 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
         if sched.mode == "async":
             published = st.step % sched.sync_every == 0
             if published:
-                _publish(engine, st, channel, rank)
+                publish(engine, st, channel, rank)
             if sched.ref_update_every and st.step % sched.ref_update_every == 0:
                 if refresh_reference(engine.models):
                     # equal to a served version only if these very weights were just published
