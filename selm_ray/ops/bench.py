@@ -7,7 +7,8 @@ Runs the config twice on a fresh local Ray each time: once as configured (report
 take turns on a small machine, see core/cores.py) and once with ``schedule.mode=sequential``
 (generate all, judge all, then train, per iteration). Prints wall time of the loop (start-up excluded), busy time per stage,
 overlap ratio (loop wall / busiest stage; 1.0 is perfect overlap, a sequential run is near
-sum / max), pairs/s, generator tokens/s and weight-sync seconds; writes bench.json.
+sum / max), the train time (first dispatch -> the last policy checkpointed and published; the
+loop's wall adds the shutdown after it), pairs/s, generator tokens/s and weight-sync seconds; writes bench.json.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from selm_ray.core.config import load_config
 
-FIELDS = ("loop_seconds", "pairs", "pairs_per_second", "overlap_ratio", "generator_tokens_per_second",
+FIELDS = ("loop_seconds", "train_seconds", "pairs", "pairs_per_second", "overlap_ratio", "generator_tokens_per_second",
           "learner_steps")
 
 
@@ -34,7 +35,7 @@ def _row(name: str, s: dict) -> str:
     busy = s["stage_busy_seconds"]
     sync = s["weight_sync_seconds"]
     sync_txt = f"{max(sync):.2f}" if sync else "-"
-    return (f"{name:11s} wall {s['loop_seconds']:7.1f}s | busy gen {busy['generate']:6.1f}s judge "
+    return (f"{name:11s} wall {s['loop_seconds']:7.1f}s (trained at {s['train_seconds']:.1f}s) | busy gen {busy['generate']:6.1f}s judge "
             f"{busy['judge']:6.1f}s learn {busy['learn']:6.1f}s | overlap {s['overlap_ratio']:5.2f} "
             f"(sum/max {sum(busy.values()) / max(busy.values()):4.2f}) | pairs {s['pairs']:4d} "
             f"{s['pairs_per_second']:.3f}/s | gen {s['generator_tokens_per_second']:.0f} tok/s | "

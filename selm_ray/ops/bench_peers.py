@@ -13,7 +13,8 @@ plain-PyTorch setting (KV-cache generation: gradient checkpointing off) and 2 to
 runs `python -m selm_ray.ops.bench CONFIG --only overlapped` (jobs/configs/smollm2-cpu.yaml,
 RM judge in its own actor). Each system runs in its own process, one after the other, never two
 at once; loop time excludes start-up on both sides (TRL: first step start to last step end; ours:
-first dispatch to the end of training), and pairs/s counts pairs TRAINED on by both (TRL: prompts
+first dispatch to the last iteration's policy checkpointed and published, the shutdown after it
+excluded as TRL's is; ``wall_seconds`` keeps it), and pairs/s counts pairs TRAINED on by both (TRL: prompts
 per step x steps; ours: pairs the buffer served the learner). The machine drifts 20% or more between days: quote the
 ratios of one invocation, and ``--repeats`` interleaves the runs to spread drift over both sides.
 """
@@ -92,8 +93,8 @@ def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bo
     r = json.loads((d / "bench.json").read_text())["overlapped"]
     # pairs the learner trained on, as TRL's figure counts them (a pair made but dropped is not one)
     trained = r["pairs_trained"]
-    return {"pairs": trained, "pairs_made": r["pairs"], "loop_seconds": r["loop_seconds"],
-            "pairs_per_second": trained / r["loop_seconds"]}
+    return {"pairs": trained, "pairs_made": r["pairs"], "loop_seconds": r["train_seconds"],
+            "wall_seconds": r["loop_seconds"], "pairs_per_second": trained / r["train_seconds"]}
 
 
 def _mean(xs: list[float]) -> float:

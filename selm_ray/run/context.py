@@ -35,6 +35,9 @@ class RunContext:
         self.t0 = self.loop_t0 = time.time()
         self.startup_seconds: float | None = None  # run start -> first dispatch (engines, learner)
         self.first_pair_seconds: float | None = None  # run start -> first pair on disk
+        # first dispatch -> the last iteration's policy checkpointed and published (iterative
+        # schedules; the learner's shutdown and the final engine reload come after it)
+        self.train_seconds: float | None = None
         self.core_plan: dict[str, Any] | None = None  # the plan the driver resolved (core/cores.py)
         self.stop_event = threading.Event()
         self.counters = Counters()

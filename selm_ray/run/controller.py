@@ -224,6 +224,8 @@ class Controller:
             self.evaluator.judge_agreement(t)  # the judge of this iteration, before weights move on
             self.ctx.channel.end_generation.remote(t)
             self._wait_for_version(t + 1)
+            if t == len(slices) - 1 and not self.ctx.stop_event.is_set():
+                self.ctx.train_seconds = time.time() - self.ctx.loop_t0  # the last policy is out
             self.pm.push_weights()
             self.evaluator.policy_vs_start(t)
             self.evaluator.instructions(t)

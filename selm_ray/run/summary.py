@@ -50,6 +50,9 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "core_plan": ctx.core_plan,
         "startup_seconds": _round(ctx.startup_seconds), "time_to_first_pair_seconds": _round(ctx.first_pair_seconds),
         "loop_seconds": round(loop_s, 1),
+        # iterative schedules that ran every iteration: first dispatch -> the last policy checkpointed
+        # and published, without the shutdown that follows (as a peer's last step end); else the loop
+        "train_seconds": _round(ctx.train_seconds if ctx.train_seconds is not None else loop_s),
         "stage_busy_seconds": {k: round(v, 1) for k, v in busy.items()},
         "overlap_ratio": round(loop_s / max(1e-9, max(busy.values())), 3),
         "pairs_per_second": round(c.pairs / max(1e-9, loop_s), 3),

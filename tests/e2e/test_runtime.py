@@ -338,6 +338,8 @@ def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
 
     assert s["core_plan"] == plan_cores(cfg, local_cores()).as_dict()
     assert 0 < s["startup_seconds"] < s["time_to_first_pair_seconds"]
+    # trained (last policy checkpointed and published) after the first pair, before the loop's end
+    assert 0 < s["time_to_first_pair_seconds"] - s["startup_seconds"] < s["train_seconds"] <= s["loop_seconds"]
 
 
 def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_model_path):
