@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +154,26 @@ def _float32_output_layer(model: Any, device_type: str) -> None:
     head.forward = forward
 
 
+def fuse_rms_norms(model: Any) -> int:
+    """Llama-style RMSNorm layers (x * rsqrt(mean(x^2) + eps) * weight) as torch's one fused op
+    instead of five elementwise passes and their saved temporaries: the same formula. For float32
+    weights and activations only (the HF layer upcasts lower precisions itself, the fused op would
+    not match it there). A SmolLM2 4-pair step on 2 cores: 5.47 -> 5.23 s (two A/B runs, 5 steps
+    each). Returns how many layers now use it."""
+    fused = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+                and isinstance(weight, torch.nn.Parameter) and weight.dim() == 1 and weight.dtype == torch.float32):
+            module.forward = functools.partial(_fused_rms_norm, module)
+            fused += 1
+    return fused
+
+
+def _fused_rms_norm(module: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.rms_norm(hidden_states, module.weight.shape, module.weight, module.variance_epsilon)
+
+
 def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """Create AdamW's state at start-up instead of in the first step (SmolLM2: the first step's
     optimizer call took 2.05 s, later ones 0.10 s: 1 GB of moments allocated and touched).
@@ -199,10 +219,13 @@ class TrainEngine:
                                                        autocast=use_autocast(cfg))
         self.autocast = self.precision.autocast
         self.compute_dtype = getattr(torch, self.precision.compute)
-        if self.autocast:
-            for m in (models.policy, models.reference):
-                if m is not None:
-                    _float32_output_layer(m, self.device.type)
+        for m in (models.policy, models.reference):
+            if m is None:
+                continue
+            if self.autocast:
+                _float32_output_layer(m, self.device.type)
+            elif self.device.type == "cpu":  # float32 compute on CPU (GPUs keep their own kernels)
+                fuse_rms_norms(m)
         params = [p for p in models.policy.parameters() if p.requires_grad]
         # fused: one pass over each tensor instead of a chain of full-size temporaries; on CPU the
         # step of a 135M model drops from ~1 s to ~0.1 s (as DeepSpeed's client optimizer too)
