@@ -14,15 +14,16 @@ tensors (a safetensors file) and the rest (a small ``torch.save`` skeleton namin
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import mmap
 import os
+import queue
 import struct
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -33,21 +34,29 @@ _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", tor
            torch.uint8: "U8", torch.bool: "BOOL"}
 _TENSOR = "\x00selm-ray-tensor:"  # a skeleton's placeholder for a tensor (no real key starts so)
 
-_lock = threading.Lock()
-_buffer: mmap.mmap | None = None  # allocated once per process, then reused: it stays warm
+# page-aligned bounce buffers (anonymous mmaps, as O_DIRECT needs), made on first use and then
+# reused: they stay warm. One per file being written; files written at the same time (a checkpoint's
+# weights and optimizer state) each take one: two direct writes in flight wrote 1 GB at ~1.0 GB/s
+# here against ~0.67 GB/s for one (`dd oflag=direct`, two at once vs one).
+_buffers: queue.SimpleQueue = queue.SimpleQueue()
 
 
-def _bounce() -> mmap.mmap:
-    global _buffer
-    if _buffer is None:
-        _buffer = mmap.mmap(-1, CHUNK)  # anonymous mmap: page-aligned, as O_DIRECT needs
-    return _buffer
+@contextlib.contextmanager
+def _bounce() -> Iterator[mmap.mmap]:
+    try:
+        buffer = _buffers.get_nowait()
+    except queue.Empty:
+        buffer = mmap.mmap(-1, CHUNK)
+    try:
+        yield buffer
+    finally:
+        _buffers.put(buffer)
 
 
 class _Writer:
     """Sequential writes of any sizes, gathered into aligned CHUNK-sized direct writes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, buffer: mmap.mmap):
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
             self.fd, self.direct = os.open(path, flags | os.O_DIRECT, 0o644), True
@@ -55,7 +64,7 @@ class _Writer:
             if e.errno != errno.EINVAL:
                 raise
             self.fd, self.direct = os.open(path, flags, 0o644), False
-        self.view, self.fill, self.size = memoryview(_bounce()), 0, 0
+        self.view, self.fill, self.size = memoryview(buffer), 0, 0
 
     def write(self, data: memoryview) -> None:
         data, pos = data.cast("B"), 0
@@ -118,8 +127,8 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Path | str,
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned, as safetensors' own writer does
-    with _lock:
-        w = _Writer(path)
+    with _bounce() as buffer:
+        w = _Writer(path, buffer)
         try:
             w.write(memoryview(struct.pack("<Q", len(raw)) + raw))
             for t in order:

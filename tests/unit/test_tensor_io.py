@@ -102,3 +102,20 @@ def test_save_model_loads_in_transformers(tmp_path):
     assert "lm_head.weight" not in load_file(str(out / "model.safetensors"))
     back = AutoModelForCausalLM.from_pretrained(out)
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_files_written_at_the_same_time_each_get_their_own_buffer(tmp_path):
+    # a checkpoint writes its weights and its optimizer state at once (two bounce buffers in use)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safetensors.torch import load_file
+
+    from selm_ray.learner.tensor_io import CHUNK, save_safetensors
+
+    g = torch.Generator().manual_seed(3)
+    sets = [{f"w{i}": torch.randn(CHUNK // 4 + 1000 * (k + 1), generator=g) for i in range(3)} for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: save_safetensors(sets[k], tmp_path / f"f{k}.safetensors"), range(4)))
+    for k, tensors in enumerate(sets):
+        back = load_file(str(tmp_path / f"f{k}.safetensors"))
+        assert set(back) == set(tensors) and all(torch.equal(back[n], t) for n, t in tensors.items())
