@@ -24,13 +24,16 @@ def _dry_config(recipe, ray_address, *extra):
     return load_config(path, [*dry_run_overrides(load_config(path)), f"cluster.address={ray_address}", *extra])
 
 
-def _plain_checksum(ckpt):
-    # what vLLM keeps in plain form on CPU (linear layers are repacked): embeddings, norms and an
-    # untied output layer
+def _plain_checksums(ckpt):
+    """The sums an engine serving exactly ``ckpt`` reports (weights_checksum: its non-empty params).
+    Where vLLM on CPU repacks bf16 linear layers into its GEMM kernels (CPUs with native bf16,
+    AVX-512 BF16 / AMX) their weights are empty and only embeddings, norms and an untied output
+    layer count; on a CPU without (AVX2 only) every layer stays plain and all of them count."""
     tensors = load_file(Path(ckpt) / "model.safetensors")
     tied = json.loads((Path(ckpt) / "config.json").read_text()).get("tie_word_embeddings", False)
     kept = ("embed_tokens", "norm") if tied else ("embed_tokens", "norm", "lm_head")
-    return sum(t.double().sum().item() for k, t in tensors.items() if any(n in k for n in kept))
+    repacked = sum(t.double().sum().item() for k, t in tensors.items() if any(n in k for n in kept))
+    return repacked, sum(t.double().sum().item() for t in tensors.values())
 
 
 @pytest.mark.parametrize("recipe,family,judge", [
@@ -53,7 +56,8 @@ def test_paper_recipe_dry_run(recipe, family, judge, tmp_path, ray_address):
     ckpt = Path(s["checkpoint"])
     assert json.loads((ckpt / "config.json").read_text())["architectures"] == [family]
     # bf16 published, carried as bits, reloaded: the generator serves exactly the saved weights
-    assert s["generators"][0]["weights_checksum"] == pytest.approx(_plain_checksum(ckpt), rel=1e-6)
+    served = s["generators"][0]["weights_checksum"]
+    assert any(served == pytest.approx(c, rel=1e-6) for c in _plain_checksums(ckpt)), (served, _plain_checksums(ckpt))
     assert s["judges"][0]["name"]  # one judge pool member...
     assert all(j.get("dtype") == "bfloat16" for j in s["judges"])  # ...in the run's dtype
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
