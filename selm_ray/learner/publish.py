@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selm_ray.actors import remote
 from selm_ray.core.config import Config
 from selm_ray.learner.engine import TrainEngine
-
-if TYPE_CHECKING:
-    from selm_ray.learner.loop import LearnerState
 
 
 def broadcast(obj: Any, world: int) -> Any:
@@ -42,9 +39,10 @@ def put_weights(engine: TrainEngine, rank: int) -> tuple[Any, float]:
     return ref, time.time() - t0
 
 
-def publish(engine: TrainEngine, st: "LearnerState", channel: Any, rank: int, bump: bool = True,
+def publish(engine: TrainEngine, st: Any, channel: Any, rank: int, bump: bool = True,
              put: tuple[Any, float] | None = None) -> None:
-    """New policy version -> object store -> channel (controller forwards it to the engines).
+    """New policy version -> object store -> channel (controller forwards it to the engines);
+    ``st`` is the loop's LearnerState (its version is bumped here).
     ``bump=False`` sends the current version again (a restarted rank 0: the object its dead
     predecessor put is gone with it, and a restarting engine would fetch it). ``put``: the
     weights already put (``put_weights``)."""
@@ -64,7 +62,8 @@ def save_and_put(cfg: Config, engine: TrainEngine, rank: int, save: Any) -> tupl
     t0 = time.time()
     if cfg.learner.engine == "deepspeed":
         save()
-        return put_weights(engine, rank), time.time() - t0
+        saved = time.time() - t0
+        return put_weights(engine, rank), saved
     with ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as pool:
         saving = pool.submit(lambda: (save(), time.time() - t0)[1])
         put = put_weights(engine, rank)
