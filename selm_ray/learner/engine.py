@@ -158,8 +158,8 @@ def fuse_rms_norms(model: Any) -> int:
     """Llama-style RMSNorm layers (x * rsqrt(mean(x^2) + eps) * weight) as torch's one fused op
     instead of five elementwise passes and their saved temporaries: the same formula. For float32
     weights and activations only (the HF layer upcasts lower precisions itself, the fused op would
-    not match it there). A SmolLM2 4-pair step on 2 cores: 5.47 -> 5.23 s (two A/B runs, 5 steps
-    each). Returns how many layers now use it."""
+    not match it there). A SmolLM2 4-pair packed DPO step on 2 cores (bench_learner's batch, timed by
+    an ad-hoc A/B script, two runs of 5 steps each): 5.47 -> 5.23 s. Returns how many layers use it."""
     fused = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
