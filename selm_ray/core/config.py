@@ -295,6 +295,11 @@ class LearnerConfig(_Section):
     warmup_ratio: float = Field(0.1, description="Share of the steps spent warming up, in [0, 1).")
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, description="Gradient norm clip.")
+    reset_optimizer: bool = Field(True, description=(
+        "Iterative and sequential schedules: every iteration starts with a fresh AdamW (moments and "
+        "step count zero), as both papers train each iteration as a new DPO run from the previous "
+        "iteration's model. Iteration-end checkpoints then hold no optimizer state (there is none "
+        "to keep: 1 GB less to write per SmolLM2 checkpoint). false: the moments carry over."))
     batch_size: int = Field(4, description="Pairs per step per worker.")
     micro_batch_pairs: int = Field(0, description=(
         "Pairs per forward/backward pass inside a step (gradients accumulate over the passes, one "

@@ -1,5 +1,8 @@
 """Checkpoints: an HF folder (loads in transformers and vLLM) + optimizer state + learner state.
 
+The optimizer state is left out when it is a fresh optimizer's (``"optimizer": "fresh"`` in the
+learner state): every iteration-end checkpoint of a run with ``learner.reset_optimizer``.
+
 A LoRA checkpoint's model.safetensors holds the merged weights; its ``adapter/`` folder the adapter
 alone (peft layout), which engines serving adapters load over the base model on a resume.
 
@@ -59,6 +62,9 @@ def save(engine: Any, tok: Any, state: dict[str, Any], run_dir: Path, rank: int,
          keep: int = 0) -> Path:
     """Collective (every rank calls it): full weights are gathered, optimizer shards saved."""
     out = checkpoint_dir(run_dir, state["step"])
+    # "fresh": the optimizer holds a fresh one's state (an iteration start with learner.reset_optimizer)
+    # and no file is written for it; a resume starts a fresh optimizer, exactly what the run had here
+    state = {**state, "optimizer": "fresh" if engine.skips_optimizer_state() else "saved"}
     sd = engine.full_state_dict()
     adapter = engine.adapter() if lora else None  # collective too
 
@@ -119,3 +125,8 @@ def latest(run_dir: Path) -> Path | None:
 
 def load_state(ckpt: Path) -> dict[str, Any]:
     return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def optimizer_fresh(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint (its ``load_state``) left the optimizer state out as a fresh one's."""
+    return state.get("optimizer") == "fresh"

@@ -256,6 +256,8 @@ class TrainEngine:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.module = torch.nn.parallel.DistributedDataParallel(models.policy, device_ids=ids)
             prime_optimizer(self.optimizer)
+        # True while AdamW's state equals a fresh optimizer's (a checkpoint then skips writing it)
+        self.optimizer_fresh = True
 
     def _autocast(self) -> Any:
         # backward runs outside the context, in the dtypes the forward recorded
@@ -304,11 +306,32 @@ class TrainEngine:
         if self.cfg.engine == "deepspeed":
             self.module.set_gradient_accumulation_boundary(True)
             self.module.step()
+            self.optimizer_fresh = False
             norm = self.module.get_global_grad_norm()
             return float(norm) if norm is not None else float("nan")
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
+        self.optimizer_fresh = False
         return float(norm)
+
+    def reset_optimizer(self) -> None:
+        """AdamW as a fresh optimizer holds it (an iteration that is a new DPO run): moments and
+        step counts zeroed in place, which is exactly the state ``prime_optimizer`` leaves, without
+        handing out a gigabyte of fresh memory again. DeepSpeed's ZeRO optimizers keep their
+        moments in the same torch AdamW (over their fp32 partitions): zeroed the same way."""
+        with torch.no_grad():
+            for state in self.optimizer.state.values():
+                for key, value in state.items():
+                    if torch.is_tensor(value):
+                        value.zero_()
+                    elif key == "step":
+                        state[key] = 0
+        self.optimizer_fresh = True
+
+    def skips_optimizer_state(self) -> bool:
+        """Whether a checkpoint taken now needs no optimizer file: the state is a fresh optimizer's,
+        which every start builds anyway (DeepSpeed's checkpoint also carries the module: kept)."""
+        return self.optimizer_fresh and self.cfg.engine != "deepspeed"
 
     def save_optimizer(self, directory: Path) -> None:
         """Optimizer state for an exact resume (DeepSpeed: its own sharded format; collective)."""
@@ -318,11 +341,12 @@ class TrainEngine:
             directory.mkdir(parents=True, exist_ok=True)
             # written past the page cache: see tensor_io (a buffered torch.save of SmolLM2's 1 GB
             # Adam state took 12-15 s on a VM slow to hand out fresh memory)
-            save_state(self.optimizer.state_dict(), directory, OPTIMIZER)
+            if not self.skips_optimizer_state():
+                save_state(self.optimizer.state_dict(), directory, OPTIMIZER)
             if self.cfg.lora_rank > 0:  # see load_optimizer
                 save_state(_unwrap(self.module).state_dict(), directory, LORA_MODULE)
 
-    def load_optimizer(self, directory: Path) -> None:
+    def load_optimizer(self, directory: Path, fresh: bool = False) -> None:
         """Optimizer state, and with LoRA the module itself: a checkpoint's model.safetensors holds
         the MERGED weights (what engines and users load), but a LoRA reference is the base model
         under the adapter; resumed from merged weights, base and reference would become the stopped
@@ -331,7 +355,11 @@ class TrainEngine:
             self.module.load_checkpoint(str(directory), tag="latest", load_module_strict=True,
                                         load_optimizer_states=True, load_lr_scheduler_states=False)
             return
-        self.optimizer.load_state_dict(_load(directory, OPTIMIZER))
+        if fresh:  # saved as a fresh optimizer's state: the one this engine started with
+            self.reset_optimizer()
+        else:
+            self.optimizer.load_state_dict(_load(directory, OPTIMIZER))
+            self.optimizer_fresh = False
         if self.cfg.lora_rank > 0:
             _unwrap(self.module).load_state_dict(_load(directory, LORA_MODULE))
 

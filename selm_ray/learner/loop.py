@@ -275,8 +275,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     plan = IterationPlan(cfg.learner.passes, cfg.run.seed, _phase_steps(cfg, world))
     resume = loop_config.get("resume_from")
     if resume:  # the model path above IS that checkpoint; now its optimizer, counters and reference
-        engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR)
         saved = checkpoint.load_state(Path(resume))
+        engine.load_optimizer(Path(resume) / checkpoint.OPTIMIZER_DIR, fresh=checkpoint.optimizer_fresh(saved))
         st = LearnerState(**{k: saved[k] for k in LearnerState.__dataclass_fields__ if k in saved})
         st.ref_path = saved.get("ref_path", resume)  # older checkpoints: the policy (as before)
         _restore_reference(engine, st, resume)
@@ -330,6 +330,8 @@ def _run(cfg: Config, engine: TrainEngine, tok: Any, st: LearnerState, buffer: A
                 st.ref_path = SELF_REF  # the policy that the save() below writes
             st.iteration, st.phase_step = st.iteration + 1, 0
             plan.reset()
+            if cfg.learner.reset_optimizer:  # the next iteration is a new DPO run (learner.reset_optimizer)
+                engine.reset_optimizer()
             t1 = time.time()
             # every iteration boundary is a resumable point, saved BEFORE the engines get it: a group
             # that fails in between restarts from (and publishes again) exactly this version

@@ -269,10 +269,12 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     from selm_ray.run import runner
     from selm_ray.learner import checkpoint
     from selm_ray.learner.checkpoint import ResumeError
+    from selm_ray.learner.tensor_io import has_state
 
     # checkpoints on a folder every node would mount (run.storage_path), apart from the run folder
     shared = f"run.storage_path={tmp_path / 'shared'}"
-    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", shared, joined)
+    ddp = "learner.engine=ddp"  # (DeepSpeed's restart from its checkpoint: the LoRA test above)
+    first = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", shared, ddp, joined)
     run_dir = tmp_path / "run"
     assert first["learner_error"] is None and first["policy_version"] == 1
     assert not (run_dir / "checkpoints").exists() and (tmp_path / "shared" / "run" / "ray_train").is_dir()
@@ -280,19 +282,21 @@ def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     assert str(ckpt) == first["checkpoint"]
     state = checkpoint.load_state(ckpt)
     assert state["step"] == first["learner_steps"] and state["iteration"] == 1
-    assert (ckpt / "optimizer").is_dir()
+    # an iteration's end starts the next with a fresh optimizer (learner.reset_optimizer): not written,
+    # and the resume below starts a fresh one
+    assert checkpoint.optimizer_fresh(state) and not has_state(ckpt / checkpoint.OPTIMIZER_DIR, "optimizer")
 
     # a config that would re-slice the prompts or change the loss is refused before anything starts
-    bad = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, joined,
+    bad = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, ddp, joined,
                               "learner.loss=dpo", "learner.alpha=0", "data.shuffle_seed=7"])
     with pytest.raises(ResumeError) as e:
         runner.train(bad, run_dir, resume=True)
     assert "learner.loss: 'selm' -> 'dpo'" in str(e.value) and "data.shuffle_seed" in str(e.value)
     assert "schedule.iterations:" not in str(e.value)  # a key that may change is not listed
     with pytest.raises(ResumeError, match="no complete checkpoint"):  # without the storage path: none here
-        runner.train(load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", joined]),
+        runner.train(load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", ddp, joined]),
                      run_dir, resume=True)
-    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, joined])
+    cfg = load_config(SMOKE, [f"model.path={tiny_model_path}", "schedule.iterations=2", shared, ddp, joined])
     second = runner.train(cfg, run_dir, resume=True)
     assert second["learner_error"] is None and second["policy_version"] == 2
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

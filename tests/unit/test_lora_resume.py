@@ -8,6 +8,7 @@ from selm_ray.core.config import load_config
 from selm_ray.learner import checkpoint
 from selm_ray.learner.engine import TrainEngine, load_models
 from selm_ray.learner.loop import reference_checksum
+from selm_ray.learner.tensor_io import has_state
 
 
 def _engine(path, engine):
@@ -36,6 +37,8 @@ def test_ddp_lora_checkpoint_restores_base_and_adapter(tiny_model_path, tmp_path
 
     again = _engine(ckpt, "ddp")  # as a restarted learner does: the checkpoint's (merged) weights...
     assert abs(reference_checksum(again) - base) > 1e-3  # ...alone would make the stopped policy the reference
-    again.load_optimizer(ckpt / checkpoint.OPTIMIZER_DIR)  # ...then its optimizer and module state
+    fresh = checkpoint.optimizer_fresh(checkpoint.load_state(ckpt))  # never stepped: no optimizer file
+    assert fresh and not has_state(ckpt / checkpoint.OPTIMIZER_DIR, "optimizer")
+    again.load_optimizer(ckpt / checkpoint.OPTIMIZER_DIR, fresh)  # ...then its optimizer and module state
     assert reference_checksum(again) == base
     torch.testing.assert_close(again.models.policy(input_ids=ids).logits, want)
