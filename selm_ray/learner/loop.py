@@ -24,7 +24,7 @@ import torch
 
 from selm_ray.actors import remote
 from selm_ray.core.config import Config, config_from_dict
-from selm_ray.core.cores import learner_threads
+from selm_ray.core.cores import learner_threads, reserve_heap
 from selm_ray.learner import checkpoint
 from selm_ray.learner.batching import collate, engine_reference_logps, pack, row_logps, split_logps
 from selm_ray.learner.engine import TrainEngine, load_models, lr_at, refresh_reference
@@ -209,6 +209,11 @@ def setup_worker(loop_config: dict[str, Any]) -> tuple[Config, int, int, Any, Tr
     precision = worker_precision(cfg, device)
     models = load_models(loop_config["model_path"], cfg.learner, precision.weights, device)
     engine = TrainEngine(models, cfg.learner, world, precision, device)
+    if device.type == "cpu" and cfg.cluster.keep_freed_memory and cfg.learner.lora_rank == 0:
+        # the memory the first steps take (activations, gradients: ~2.3x the weights' bytes for
+        # SmolLM2), faulted in now while the engines start rather than inside the first step (LoRA
+        # steps keep no full-size gradients: no estimate from the weights there)
+        reserve_heap(3 * sum(p.numel() * p.element_size() for p in models.policy.parameters()))
     engine.publish_dtype = getattr(torch, resolve_dtype(cfg.model.dtype, cfg.cluster.generator_gpus > 0))
     return cfg, rank, world, models, engine
 
