@@ -37,7 +37,8 @@ class Generator:
         fits = self.engine.fits(prompts, g.max_new_tokens)
         ok = [p for p, f in zip(prompts, fits) if f]  # a prompt too long for the context is skipped, not fatal
         if g.ref_response and ok:  # samples and greedy y_ref decode together, in one engine call
-            sampled, greedy = self.engine.generate_with_greedy(ok, g.num_candidates, g.temperature, g.top_p,
+            n = g.num_candidates - 1 if g.ref_in_candidates else g.num_candidates  # y_ref is one of them
+            sampled, greedy = self.engine.generate_with_greedy(ok, n, g.temperature, g.top_p,
                                                                g.max_new_tokens, self.version, seed)
         else:
             sampled = self.engine.generate(ok, g.num_candidates, g.temperature, g.top_p, g.max_new_tokens,
@@ -52,10 +53,12 @@ class Generator:
                                    skipped=NO_PAIR_PROMPT_TOO_LONG))
                 continue
             cands, ref = next(samples), next(refs) if g.ref_response else None
+            self.tokens += sum(c.num_tokens for c in cands) + (ref.num_tokens if ref else 0)
+            if g.ref_in_candidates:
+                cands = [ref] + cands  # first: a pairwise judge's anchor is candidate 0
             extras = [Candidate(e, len(self.engine.tokenizer.encode(e)), None) for e in rec.extra_candidates]
             out.append(Rollout(rec.prompt_id, rec.messages, text, tuple(cands + extras), ref, ids,
                                meta=rec.meta))
-            self.tokens += sum(c.num_tokens for c in cands) + (ref.num_tokens if ref else 0)
         self.busy_seconds += time.time() - t0
         self.calls += 1
         return out

@@ -174,6 +174,11 @@ class GenerationConfig(_Section):
     max_new_tokens: int = Field(64, description="Length limit of each answer.")
     ref_response: bool = Field(True, description=(
         "Also generate one greedy answer y_ref per prompt; required by the selm loss."))
+    ref_in_candidates: bool = Field(False, description=(
+        "y_ref also stands as one of the num_candidates answers the judge ranks (num_candidates - 1 "
+        "are sampled): XPO's shape, whose pair is a policy sample against a reference answer. A pair "
+        "that holds y_ref scores it once in the learner, not twice, and a prompt decodes one answer "
+        "fewer. false: num_candidates sampled answers with y_ref apart (the SELM paper's shape)."))
     prompts_per_call: int = Field(0, description=(
         "Prompts per generation call. 0: learner.batch_size when stages overlap (the learner's first "
         "step waits for one call), else an iteration's prompts split over the generators, at most 64 "
@@ -577,6 +582,8 @@ class Config(_Section):
         if self.learner.loss == "selm":
             _check(self.generation.ref_response, "generation.ref_response",
                    "must be true with learner.loss selm (the optimism term needs y_ref)")
+        _check(self.generation.ref_response or not self.generation.ref_in_candidates, "generation.ref_in_candidates",
+               "needs generation.ref_response true (y_ref is the candidate it adds)")
         if self.eval.prompts:
             _check(self.schedule.mode != "async", "eval.prompts",
                    "per-iteration evaluation needs iteration boundaries; use schedule.mode iterative")

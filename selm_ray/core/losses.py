@@ -64,11 +64,14 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.
     return (token_logps * mask).sum(-1)  # (B,)
 
 
-def scattered_logps(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
+def scattered_logps(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, rows: int,
+                    also_token: torch.Tensor | None = None, also_row: torch.Tensor | None = None) -> torch.Tensor:
     """Summed log-probabilities per row when the scored tokens are listed one by one.
 
     logits: (M, V) the logits that predict each scored token (any layout: packed sequences).
     targets: (M,) the token each predicts. row: (M,) the row (sequence) each belongs to.
+    also_token, also_row: (K,) scored token also_token[j] counts for row also_row[j] too (a
+    sequence that repeats another is scored from its twin's logits, not computed twice).
     Returns (rows,) in float32 (float64 for float64 logits); a row with no token sums to 0.
     """
     if logits.dim() != 2 or logits.shape[0] != targets.shape[0] or targets.shape != row.shape:
@@ -77,7 +80,12 @@ def scattered_logps(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tens
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logits = logits.to(dtype)
     token_logps = torch.gather(logits, 1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
-    return torch.zeros(rows, dtype=dtype, device=logits.device).index_add(0, row, token_logps)
+    out = torch.zeros(rows, dtype=dtype, device=logits.device).index_add(0, row, token_logps)
+    if also_token is not None and also_token.numel():
+        if also_row is None or also_row.shape != also_token.shape:
+            raise ValueError("also_token and also_row must have the same shape")
+        out = out.index_add(0, also_row, token_logps[also_token])
+    return out
 
 
 def _preference_logits(pc, pr, rc, rr) -> torch.Tensor:

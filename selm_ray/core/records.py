@@ -44,6 +44,11 @@ class Rollout:
     # why no candidates were made (e.g. the prompt leaves no room for an answer in max_model_len)
     skipped: str | None = None
 
+    @property
+    def ref_is_candidate(self) -> bool:
+        """y_ref is one of the candidates (generation.ref_in_candidates): judged as one of them."""
+        return self.ref_response is not None and self.ref_response in self.candidates
+
 
 @dataclass(frozen=True)
 class CandidateScore:

@@ -246,7 +246,8 @@ Comparison = tuple[tuple[Message, ...], str, str]
 def _plan(rollouts: Sequence[Rollout], mode: str) -> tuple[list[ComparisonPlan], list[Comparison]]:
     plans, jobs = [], []
     for r in rollouts:
-        plan = plan_comparisons(len(r.candidates), mode, has_ref=r.ref_response is not None)
+        # y_ref among the candidates is compared as one (it is first: the anchor), never as an extra
+        plan = plan_comparisons(len(r.candidates), mode, has_ref=r.ref_response is not None and not r.ref_is_candidate)
         texts = [c.text for c in r.candidates] + ([r.ref_response.text] if plan.uses_ref else [])
         plans.append(plan)
         jobs += [(r.messages, texts[i], texts[j]) for i, j in plan.pairs]

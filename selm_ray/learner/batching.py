@@ -81,7 +81,8 @@ def collate_sft(tokenizer: Any, examples: Sequence[SFTExample], max_length: int)
 
 def row_logps(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     """(N,) summed response log-probs per row from ``batch_logits`` (one logit per scored token)."""
-    return scattered_logps(logits, batch["targets"], batch["row"], batch["rows"])
+    return scattered_logps(logits, batch["targets"], batch["row"], batch["rows"],
+                           batch.get("also_token"), batch.get("also_row"))
 
 
 def engine_reference_logps(pairs: Sequence[PreferencePair], batch: dict[str, Any], ref_version: int,
@@ -117,23 +118,29 @@ def split_logps(logps: torch.Tensor, batch: int, prefix: str) -> dict[str, torch
     return out
 
 
-def _pair_row(encoded: list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int], list[int], list]:
+def _pair_row(encoded: list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int], list[int], list, dict]:
     """One pair's row [x | y_w | y_l (| y_ref)] from its rows' encodings (which share the prompt).
 
-    Returns ids, positions, segment per token (0 = prompt, s = s-th response) and the scored
-    tokens as (predicting position, target id, response index).
+    Returns ids, positions, segment per token (0 = prompt, s = s-th response), the scored
+    tokens as (predicting position, target id, response index), and ``repeats``: response index ->
+    the earlier response with the same tokens (y_ref that is also y_w or y_l). A repeat adds no
+    tokens to the row: the logits of its twin score it.
     """
     first_ids, first_mask = encoded[0]
     prompt_len = first_mask.index(1) if 1 in first_mask else len(first_ids)
     ids, pos, seg = first_ids[:prompt_len], list(range(prompt_len)), [0] * prompt_len
-    scored = []
+    scored, seen, repeats = [], {}, {}
     for s, (row_ids, _) in enumerate(encoded):
         resp, start = row_ids[prompt_len:], len(ids)
+        if tuple(resp) in seen:
+            repeats[s] = seen[tuple(resp)]
+            continue
+        seen[tuple(resp)] = s
         # the prompt's last position predicts the first token, then each token the next
         predictors = [prompt_len - 1] + list(range(start, start + len(resp) - 1))
         scored += [(t, y, s) for t, y in zip(predictors, resp)]
         ids, pos, seg = ids + resp, pos + list(range(prompt_len, prompt_len + len(resp))), seg + [s + 1] * len(resp)
-    return ids, pos, seg, scored
+    return ids, pos, seg, scored, repeats
 
 
 def pack(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
@@ -142,34 +149,45 @@ def pack(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
 
     Every response attends causally to its own tokens and its prompt only, and its positions
     continue from the prompt's end, so each response is scored exactly as in its own padded row
-    (``collate``) while the prompt is computed once instead of two or three times. (One row for
+    (``collate``) while the prompt is computed once instead of two or three times. A response
+    that repeats an earlier one of its pair (y_ref that is also y_w or y_l,
+    ``generation.ref_in_candidates``) is computed once and scored into both output rows. (One row for
     the whole batch would cut padding too, but attention is quadratic in row length and a dense
     kernel does not skip masked blocks: per-pair rows are the cheaper trade on CPU.)
 
     Returns input_ids, position_ids (B, W), attention_mask (B, 1, W, W) bool (True = may attend),
     ``first`` as collate, and the scored tokens: ``predict`` (M, 2) (row, position) of the logit,
-    ``targets`` (M,), ``row`` (M,) the output row in collate order; ``rows`` N, ``truncated``.
+    ``targets`` (M,), ``row`` (M,) the output row in collate order; ``rows`` N, ``truncated``;
+    ``also_token`` / ``also_row`` (K,): scored token i also counts for output row r (repeats).
     """
     rows = _rows(pairs, with_ref_response)
     encoded = [encode(tokenizer, p.prompt_text, text, max_length, p.prompt_ids, ids) for p, text, ids in rows]
     n = len(pairs)
     built = [_pair_row(encoded[k::n]) for k in range(n)]
-    width = max(len(ids) for ids, _, _, _ in built)
+    width = max(len(ids) for ids, _, _, _, _ in built)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((n, width), pad, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     segments = torch.full((n, width), -1, dtype=torch.long)  # padding: its own segment, seen by no token
-    for k, (ids, pos, seg, _) in enumerate(built):
+    for k, (ids, pos, seg, _, _) in enumerate(built):
         input_ids[k, : len(ids)], positions[k, : len(ids)] = torch.tensor(ids), torch.tensor(pos)
         segments[k, : len(ids)] = torch.tensor(seg)
     same = segments[:, :, None] == segments[:, None, :]
     sees_prompt = (segments[:, None, :] == 0) & (segments[:, :, None] >= 0)
     mask = (same | sees_prompt) & torch.ones(width, width, dtype=torch.bool).tril()
-    scored = [(k, t, y, s * n + k) for k, (_, _, _, sc) in enumerate(built) for t, y, s in sc]
+    scored = [(k, t, y, s * n + k) for k, (_, _, _, sc, _) in enumerate(built) for t, y, s in sc]
+    # a repeated response's output row sums the scored tokens of its twin's row
+    where = {}
+    for i, (_, _, _, r) in enumerate(scored):
+        where.setdefault(r, []).append(i)
+    also = [(i, s * n + k) for k, (_, _, _, _, rep) in enumerate(built) for s, twin in rep.items()
+            for i in where.get(twin * n + k, [])]
     first = min(t for _, t, _, _ in scored) if scored else 0
     full = [len(p.prompt_ids) + len(r_ids) for p, _, r_ids in rows]
     return {"input_ids": input_ids, "position_ids": positions, "attention_mask": mask[:, None],
             "first": first, "predict": torch.tensor([(k, t - first) for k, t, _, _ in scored]).reshape(-1, 2),
             "targets": torch.tensor([y for _, _, y, _ in scored], dtype=torch.long),
             "row": torch.tensor([r for _, _, _, r in scored], dtype=torch.long), "rows": len(rows),
+            "also_token": torch.tensor([i for i, _ in also], dtype=torch.long),
+            "also_row": torch.tensor([r for _, r in also], dtype=torch.long),
             "truncated": any(m > max_length for m in full)}

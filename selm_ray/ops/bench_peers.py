@@ -1,11 +1,16 @@
 """Peer benchmark (not a test): our loop vs TRL on identical work, in ONE invocation, ratios printed.
 
-    python -m selm_ray.ops.bench_peers [--pairs 32] [--repeats 1] [--only dpo|selm] [--precision fp32|bf16] [--out DIR]
+    python -m selm_ray.ops.bench_peers [--pairs 32] [--repeats 1] [--only dpo|selm] [--selm-shape both|paper|xpo]
+                                       [--precision fp32|bf16] [--out DIR]
 
 Needs TRL (`pip install 'selm-ray[bench]'`, trl 1.13: the last release with XPOTrainer). Pairs:
 - DPO loss:  TRL ``OnlineDPOTrainer``  vs  ours with ``learner.loss=dpo`` (no y_ref generated)
-- SELM loss: TRL ``XPOTrainer`` (same optimism term, y_ref sampled from the reference model)  vs
-  ours with the SELM loss (y_ref = greedy answer of the iteration's start, as in the paper)
+- SELM loss: TRL ``XPOTrainer`` (same optimism term; its pair is a policy sample against a sample
+  of the reference model, which is also the optimism term's y_ref)  vs  ours with the SELM loss,
+  y_ref = greedy answer of the iteration's start, in two shapes (``--selm-shape``):
+  ``paper``: 2 sampled candidates with y_ref apart (the SELM paper: 3 answers a prompt to decode
+  and to train on, where XPO has 2); ``xpo``: y_ref is one of the 2 candidates
+  (``generation.ref_in_candidates``), XPO's shape: 2 answers a prompt, as TRL's side.
 Same prompts (written to DIR/prompts.jsonl and given to both), same model (SmolLM2-135M-Instruct,
 float32), 2 candidates per prompt, 64 new tokens, 4 prompts per learner step, the same small random
 reward model as judge (``tiny-rm``), beta 0.1, lr 1e-6, temperature 0.7, top_p 1.0. TRL runs with its faster
@@ -77,7 +82,13 @@ def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: boo
     return {"pairs": r["pairs"], "loop_seconds": r["loop_seconds"], "pairs_per_second": r["pairs_per_second"]}
 
 
-def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bool = False) -> dict:
+# our SELM runs: the paper's shape (y_ref apart) and XPO's (y_ref one of the candidates)
+SELM_SHAPES = {"paper": ("ours", "generation.ref_in_candidates=false"),
+               "xpo": ("ours_xpo_shape", "generation.ref_in_candidates=true")}
+
+
+def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bool = False,
+             extra: tuple[str, ...] = ()) -> dict:
     s = SHARED
     sets = [f"data.source={prompts}", "judge.kind=reward_model", "judge.reward_model=tiny-rm",
             "judge.colocate=false", "schedule.iterations=2", f"schedule.prompts_per_iteration={pairs // 2}",
@@ -86,10 +97,11 @@ def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bo
             f"learner.beta={s['beta']}", f"learner.lr={s['lr']}", f"learner.autocast={'bf16' if bf16 else 'off'}"]
     sets += (["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false"] if loss == "dpo" else
              ["learner.loss=selm", f"learner.alpha={s['alpha']}", "generation.ref_response=true"])
+    sets += list(extra)
     d = out / f"ours-{tag}"
     cmd = [sys.executable, "-m", "selm_ray.ops.bench", CONFIG, "--only", "overlapped", "--out", str(d)]
     cmd += [x for kv in sets for x in ("--set", kv)]
-    _run(cmd, f"selm-ray {loss}", out / f"ours-{tag}.log")
+    _run(cmd, f"selm-ray {loss} {' '.join(extra)}".strip(), out / f"ours-{tag}.log")
     r = json.loads((d / "bench.json").read_text())["overlapped"]
     # pairs the learner trained on, as TRL's figure counts them (a pair made but dropped is not one)
     trained = r["pairs_trained"]
@@ -101,17 +113,23 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+SHAPE_LABELS = {"ours": " (y_ref apart from 2 sampled candidates, the paper's shape)",
+                "ours_xpo_shape": " (y_ref one of the 2 candidates, XPO's shape)"}
+
+
 def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
     lines = []
     for loss, sides in results.items():
         trl = _mean([r["pairs_per_second"] for r in sides["trl"]])
-        ours = _mean([r["pairs_per_second"] for r in sides["ours"]])
-        ratio = ours / trl
-        ok = "meets" if ratio >= TARGETS[loss] else "below"
-        lines.append(f"{loss:4s} loss | TRL {PEERS[loss]:10s} {trl:.3f} pairs/s | selm-ray {ours:.3f} pairs/s | "
-                     f"ratio {ratio:.2f}x ({ok} the {TARGETS[loss]:g}x target) | runs "
-                     f"{[round(r['pairs_per_second'], 3) for r in sides['trl']]} vs "
-                     f"{[round(r['pairs_per_second'], 3) for r in sides['ours']]}")
+        for side in [k for k in sides if k != "trl"]:
+            ours = _mean([r["pairs_per_second"] for r in sides[side]])
+            ratio = ours / trl
+            ok = "meets" if ratio >= TARGETS[loss] else "below"
+            shape = SHAPE_LABELS[side] if loss == "selm" else ""
+            lines.append(f"{loss:4s} loss | TRL {PEERS[loss]:10s} {trl:.3f} pairs/s | selm-ray {ours:.3f} pairs/s | "
+                         f"ratio {ratio:.2f}x ({ok} the {TARGETS[loss]:g}x target) | runs "
+                         f"{[round(r['pairs_per_second'], 3) for r in sides['trl']]} vs "
+                         f"{[round(r['pairs_per_second'], 3) for r in sides[side]]}{shape}")
     return lines
 
 
@@ -122,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--only", choices=sorted(PEERS))
     p.add_argument("--out", default="runs/bench-peers")
+    p.add_argument("--selm-shape", choices=["both", "paper", "xpo"], default="both", help=(
+        "our SELM run(s) against TRL XPO: y_ref apart from the candidates (paper), y_ref one of them "
+        "(xpo, XPO's own shape), or both against the same TRL run"))
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=(
         "learner precision on BOTH sides: fp32, or bf16 autocast (TRL bf16=True, ours learner.autocast=bf16); "
         "weights stay float32 and both generate in float32"))
@@ -135,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prompts = write_prompts(out, a.pairs)
     losses = [a.only] if a.only else ["dpo", "selm"]
-    results = {loss: {"trl": [], "ours": []} for loss in losses}
+    shapes = ["paper", "xpo"] if a.selm_shape == "both" else [a.selm_shape]
+    runs = {"dpo": [("ours", ())], "selm": [(SELM_SHAPES[k][0], (SELM_SHAPES[k][1],)) for k in shapes]}
+    results = {loss: {"trl": [], **{side: [] for side, _ in runs[loss]}} for loss in losses}
     t0 = time.time()
     for rep in range(a.repeats):  # interleaved: peer, ours, peer, ours ...
         for loss in losses:
             bf16 = a.precision == "bf16"
             results[loss]["trl"].append(run_trl(loss, prompts, a.pairs, out, f"{loss}-{rep}", bf16))
-            results[loss]["ours"].append(run_ours(loss, prompts, a.pairs, out, f"{loss}-{rep}", bf16))
+            for side, extra in runs[loss]:
+                tag = f"{loss}-{rep}" + ("-xpo-shape" if side == "ours_xpo_shape" else "")
+                results[loss][side].append(run_ours(loss, prompts, a.pairs, out, tag, bf16, extra))
     lines = report(results)
     print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), {a.precision} learners, "
           f"{time.time() - t0:.0f} s in all")

@@ -177,6 +177,52 @@ def test_packed_layout_scores_and_trains_exactly_like_padded_rows(tiny_model_pat
     assert torch.allclose(grad_packed, grad_padded, rtol=1e-6, atol=1e-7 * grad_padded.abs().max().item())
 
 
+def test_packed_row_computes_a_repeated_response_once(tiny_model_path, smollm2_tokenizer):
+    """y_ref that is also the chosen or the rejected answer (generation.ref_in_candidates) is not
+    put in the packed row twice: the twin's logits score it, with the padded rows' log-probs and
+    gradient (the y_ref row's gradient flows through the shared tokens)."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    from selm_ray.learner.batching import collate, pack, row_logps
+    from selm_ray.learner.engine import batch_logits
+    from selm_ray.core.records import PreferencePair
+
+    tok = smollm2_tokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float64)
+    pairs = []
+    for i, q in enumerate(["Short question?", "Why?", "What now?"]):
+        text = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        chosen, rejected = "A fine answer. " * (2 * i + 1), "No, " * (i + 1)
+        ref = [chosen, rejected, "Something else."][i]  # y_ref = y_w, = y_l, apart
+        pairs.append(PreferencePair(f"p{i}", "q", ({"role": "user", "content": q},), text, chosen, rejected,
+                                    4.0, 1.0, 3, 2, 0, 0, ref_response=ref))
+    ids = tuple(tok(pairs[1].prompt_text, add_special_tokens=False)["input_ids"])
+    pairs[1] = dataclasses.replace(pairs[1], prompt_ids=ids, chosen_ids=(5, 6, 7), rejected_ids=(9, 10),
+                                   ref_ids=(9, 10))  # engine ids: the twin is found by tokens
+    padded = collate(tok, pairs, 256, with_ref_response=True)
+    packed = pack(tok, pairs, 256, with_ref_response=True)
+    lengths, prompts = padded["attention_mask"].sum(1), padded["loss_mask"].argmax(1)
+    n = len(pairs)
+    resp = [int(lengths[r] - prompts[r]) for r in range(3 * n)]
+    row_tokens = [int(prompts[k]) + resp[k] + resp[k + n] + (resp[k + 2 * n] if k == 2 else 0) for k in range(n)]
+    assert int((packed["position_ids"] > 0).sum(1).add(1).max()) == max(row_tokens)  # no second copy
+    assert packed["also_row"].tolist() == [2 * n] * resp[0] + [2 * n + 1] * resp[n + 1]
+
+    def logps_and_grad(batch):
+        model.zero_grad()
+        lp = row_logps(batch_logits(model, batch), batch)
+        (lp * torch.arange(1, 3 * n + 1, dtype=lp.dtype)).sum().backward()  # every row weighs apart
+        return lp.detach(), model.model.layers[0].mlp.up_proj.weight.grad.clone()
+
+    lp_padded, grad_padded = logps_and_grad(padded)
+    lp_packed, grad_packed = logps_and_grad(packed)
+    assert lp_packed.tolist() == pytest.approx(lp_padded.tolist(), rel=1e-9)
+    assert lp_packed[2 * n].item() == lp_packed[0].item() and lp_packed[2 * n + 1].item() == lp_packed[n + 1].item()
+    assert torch.allclose(grad_packed, grad_padded, rtol=1e-6, atol=1e-7 * grad_padded.abs().max().item())
+
+
 def test_bf16_autocast_learner_keeps_the_output_layer_float32_and_logps_close(tiny_model_path, smollm2_tokenizer):
     """learner.autocast bf16: the transformer body runs in bfloat16, the vocabulary projection and
     the parameters stay float32; log-probs move by bf16 rounding only, and a step still trains."""

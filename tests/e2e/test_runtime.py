@@ -265,6 +265,22 @@ def test_async_schedule_with_ddp_survives_a_killed_learner_without_checkpoint(tm
     assert all(int(lag) <= 3 for lag in b["lag_histogram"])
 
 
+def test_selm_with_y_ref_among_the_candidates_pairs_it_and_trains(tmp_path, tiny_model_path, joined):
+    """generation.ref_in_candidates (XPO's shape): of the 2 candidates one is the greedy y_ref, so
+    every pair holds y_ref as its chosen or rejected answer; the SELM loss trains on it with pi_ref
+    from the engine."""
+    out = _train(tmp_path, f"model.path={tiny_model_path}", "schedule.iterations=1", "learner.engine=ddp",
+                 "generation.ref_in_candidates=true", joined)
+    run_dir = tmp_path / "run"
+    assert out["learner_error"] is None and out["policy_version"] == 1 and out["pairs"] > 0
+    pairs = [json.loads(line) for line in (run_dir / "buffer" / "pairs.jsonl").read_text().splitlines()]
+    assert all(p["ref_ids"] and p["ref_ids"] in (p["chosen_ids"], p["rejected_ids"]) for p in pairs)
+    assert all(p["ref_response"] in (p["chosen"], p["rejected"]) for p in pairs)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "loss" in m]
+    assert steps and all(m["ref_from_engine"] == 1.0 and "logps/ref_response_gap" in m for m in steps)
+
+
 def test_resume_continues_from_the_same_step(tmp_path, tiny_model_path, joined):
     from selm_ray.run import runner
     from selm_ray.learner import checkpoint

@@ -31,6 +31,8 @@ def test_yaml_and_overrides(tmp_path):
     (["generation.num_candidates=1"], "generation.num_candidates: need >= 2"),
     (["learner.alpha=0"], "learner.alpha: is 0 with loss selm"),
     (["generation.ref_response=false"], "generation.ref_response: must be true with learner.loss selm"),
+    (["learner.loss=dpo", "learner.alpha=0", "generation.ref_response=false", "generation.ref_in_candidates=true"],
+     "generation.ref_in_candidates: needs generation.ref_response true"),
     (["judge.kind=reward_model"], "judge.reward_model: required"),
     (["generation.temperature=true"], "generation.temperature: must be a number"),
     (["learner=3"], "learner: must be a mapping"),

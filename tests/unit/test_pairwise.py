@@ -298,6 +298,24 @@ def test_pairwise_rm_judge_scores_and_counts(ranker_path):
     assert [s.score for s in a.scores] == pytest.approx([s.score for s in expected], abs=1e-6)
 
 
+def test_a_ref_among_the_candidates_is_the_anchor_not_an_extra_answer():
+    """generation.ref_in_candidates puts y_ref first among the candidates: anchor mode compares the
+    samples against it once, as a candidate; y_ref apart is the extra item n."""
+    import dataclasses
+
+    from selm_ray.engines.judges import _plan
+
+    greedy, sample = Candidate("Four.", 2, 0), Candidate("It is 4.", 3, 0)
+    apart = dataclasses.replace(_rollout("It is 4.", "Five."), ref_response=greedy)
+    among = dataclasses.replace(_rollout("Four.", "It is 4."), candidates=(greedy, sample), ref_response=greedy)
+    assert among.ref_is_candidate and not apart.ref_is_candidate
+    (plan_apart,), jobs_apart = _plan([apart], "anchor")
+    (plan_among,), jobs_among = _plan([among], "anchor")
+    assert plan_apart.uses_ref and plan_apart.count == 4 and {j[2] for j in jobs_apart} >= {"Four."}
+    assert not plan_among.uses_ref and plan_among.pairs == ((1, 0), (0, 1))
+    assert [j[1:] for j in jobs_among] == [("It is 4.", "Four."), ("Four.", "It is 4.")]
+
+
 def test_pairwise_rm_judge_counts_a_failed_comparison(ranker_path, monkeypatch):
     from selm_ray.engines.judges import PairwiseRMJudge
 
