@@ -247,7 +247,8 @@ def _plan(rollouts: Sequence[Rollout], mode: str) -> tuple[list[ComparisonPlan],
     plans, jobs = [], []
     for r in rollouts:
         # y_ref among the candidates is compared as one (it is first: the anchor), never as an extra
-        plan = plan_comparisons(len(r.candidates), mode, has_ref=r.ref_response is not None and not r.ref_is_candidate)
+        has_ref = r.ref_response is not None and not r.ref_is_candidate
+        plan = plan_comparisons(len(r.candidates), mode, has_ref=has_ref)
         texts = [c.text for c in r.candidates] + ([r.ref_response.text] if plan.uses_ref else [])
         plans.append(plan)
         jobs += [(r.messages, texts[i], texts[j]) for i, j in plan.pairs]
