@@ -83,8 +83,11 @@ def run_trl(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: boo
 
 
 # our SELM runs: the paper's shape (y_ref apart) and XPO's (y_ref one of the candidates)
-SELM_SHAPES = {"paper": ("ours", "generation.ref_in_candidates=false"),
-               "xpo": ("ours_xpo_shape", "generation.ref_in_candidates=true")}
+# shape -> (results key, override, report label)
+SELM_SHAPES = {"paper": ("ours", "generation.ref_in_candidates=false",
+                         " (y_ref apart from 2 sampled candidates, the paper's shape)"),
+               "xpo": ("ours_xpo_shape", "generation.ref_in_candidates=true",
+                       " (y_ref one of the 2 candidates, XPO's shape)")}
 
 
 def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bool = False,
@@ -113,8 +116,7 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-SHAPE_LABELS = {"ours": " (y_ref apart from 2 sampled candidates, the paper's shape)",
-                "ours_xpo_shape": " (y_ref one of the 2 candidates, XPO's shape)"}
+SHAPE_LABELS = {key: label for key, _, label in SELM_SHAPES.values()}
 
 
 def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
