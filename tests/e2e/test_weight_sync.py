@@ -59,6 +59,7 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
     from selm_ray.core.losses import sequence_logps
     from selm_ray.core.pairs import build_pair
     from selm_ray.core.records import CandidateScore, Judgement
+    from selm_ray.engines.vllm_engine import CPU_BLOCK_SIZE
 
     cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=10"])
     ray.init(address="local", num_cpus=2, include_dashboard=False)
@@ -67,7 +68,13 @@ def test_engine_logprobs_match_the_learner_and_are_used_only_when_valid(tiny_mod
         rollouts = ray.get(gen.generate.remote(PROMPTS, 5))
         # the sampler ranked the sampled tokens eagerly: no torch.compile (inductor + gcc, ~11 s
         # on 2 cores) inside the first generation call (engines/cpu_sampler.py)
-        assert ray.get(gen.stats.remote())["compiled_graphs"] == 0
+        stats = ray.get(gen.stats.remote())
+        assert stats["compiled_graphs"] == 0
+        # 32-token KV blocks: the candidates of a prompt share its cached blocks (prefix caching
+        # shares whole blocks only), so the log-probs below also cover KV read from another
+        # request's blocks
+        assert stats["kv_block_size"] == CPU_BLOCK_SIZE
+        assert max(len(r.prompt_token_ids) for r in rollouts) >= CPU_BLOCK_SIZE
     finally:
         ray.shutdown()
     pairs = [build_pair(r, Judgement(r.prompt_id, (CandidateScore(2.0, 1, 1), CandidateScore(1.0, 1, 1)), "t")).pair
