@@ -228,8 +228,15 @@ class VLLMEngine:
         finally:
             self.llm.finish_weight_update()
         self.llm.collective_rpc(_retie_embeddings)
-        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self._reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.time() - t0
+
+    def _reset_prefix_cache(self) -> None:
+        """Drop every cached KV block. vLLM refuses (returns False) while a request holds blocks;
+        serving a prompt's old-weight KV to the new policy would be silently wrong, so say so."""
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM kept its prefix cache after a weight update (a request still "
+                               "holds KV blocks): cached KV of the old weights would be served")
 
     def _update_adapter(self, packed: Any, t0: float) -> float:
         """A LoRA adapter in place of the one served (the base weights stay as they are)."""
@@ -255,7 +262,7 @@ class VLLMEngine:
         self.llm.llm_engine.add_lora(LoRARequest("policy", 1, str(folder), load_inplace=True))
         old, self.lora = self.lora, LoRARequest("policy", 1, str(folder))
         self.adapter_version += 1
-        self.llm.reset_prefix_cache()  # same adapter id, new weights: cached KV is stale
+        self._reset_prefix_cache()  # same adapter id, new weights: cached KV is stale
         if old is not None:
             shutil.rmtree(old.lora_path, ignore_errors=True)
 
