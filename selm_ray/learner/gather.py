@@ -111,3 +111,14 @@ def adapter_state_dict(peft_model: Any, dtype: torch.dtype | None = None) -> dic
                     for part, weight in pair:
                         out[f"{name}.{part}.weight"] = _cpu(weight, dtype, copy=True)
     return out
+
+
+def without_tied_copies(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` less the second name of each tied pair (an output layer that IS the embedding): one
+    storage, saved and sent once, as transformers saves it; loaders (transformers, vLLM) tie it
+    again from the config. A gathered state dict holds it twice."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the base's names
+    tied = getattr(base, "_tied_weights_keys", None)
+    if not (getattr(base.config, "tie_word_embeddings", False) and isinstance(tied, dict)):
+        return sd
+    return {k: v for k, v in sd.items() if not (k in tied and tied[k] in sd)}

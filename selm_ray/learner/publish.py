@@ -33,7 +33,7 @@ def put_weights(engine: TrainEngine, rank: int) -> tuple[Any, float]:
     if engine.cfg.lora_publish == "adapter":  # resolved at start: the engines serve LoRA adapters
         sd, adapter = engine.adapter(engine.publish_dtype)  # collective under ZeRO-3
     else:
-        sd, adapter = engine.full_state_dict(engine.publish_dtype), None
+        sd, adapter = engine.publish_state_dict(), None
     # numpy arrays are read zero-copy from the object store on the receiving side
     ref = ray.put(pack_state_dict(sd, adapter)) if rank == 0 else None
     return ref, time.time() - t0

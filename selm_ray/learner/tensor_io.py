@@ -196,11 +196,8 @@ def save_model(model: Any, out: Path, state_dict: dict[str, torch.Tensor] | None
     model.config.save_pretrained(out)
     if getattr(model, "generation_config", None) is not None and model.can_generate():
         model.generation_config.save_pretrained(out)
-    sd = dict(model.state_dict() if state_dict is None else state_dict)
-    tied = getattr(model, "_tied_weights_keys", None)
-    if getattr(model.config, "tie_word_embeddings", False) and isinstance(tied, dict):
-        for key, target in tied.items():  # a gathered state dict holds tied weights as two copies
-            if key in sd and target in sd:
-                del sd[key]
+    from selm_ray.learner.gather import without_tied_copies
+
+    sd = without_tied_copies(model, dict(model.state_dict() if state_dict is None else state_dict))
     save_safetensors(sd, out / "model.safetensors", {"format": "pt"})
     return out

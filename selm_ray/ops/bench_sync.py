@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from selm_ray.engines.models import resolve_model
     from selm_ray.engines.transfer import pack_state_dict
     from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
-    from selm_ray.learner.gather import adapter_state_dict, full_state_dict
+    from selm_ray.learner.gather import adapter_state_dict, full_state_dict, without_tied_copies
 
     path = resolve_model(args.model)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # the object store, as runs use it
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             if kind == "adapter":
                 packed = pack_state_dict(adapter_state_dict(model), adapter_config(model.peft_config["default"]))
             else:
-                packed = pack_state_dict(full_state_dict(model, lora=kind == "merged"))
+                # as a run publishes them: a tied output layer is not sent (TrainEngine.publish_state_dict)
+                packed = pack_state_dict(without_tied_copies(model, full_state_dict(model, lora=kind == "merged")))
             ref = ray.put(packed)
             pack.append(time.time() - t0)
             t1 = time.time()

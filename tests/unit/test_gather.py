@@ -45,3 +45,18 @@ def test_zero3_full_weights_and_reference_refresh(gloo_rank, tiny_model_path, dt
     assert all(torch.equal(ref[k], trained[k]) for k in trained)  # now the trained policy
     half = engine.full_state_dict(torch.bfloat16)  # what bf16 engines get
     assert {v.dtype for v in half.values()} == {torch.bfloat16}
+
+
+def test_published_weights_leave_out_the_tied_output_layer(tiny_model_path):
+    """The tiny model ties lm_head to the embedding (as SmolLM2): the engines get it once, under
+    the embedding's name (vLLM ties it again), everything else exactly as the full state dict."""
+    cfg = LearnerConfig()
+    models = load_models(str(tiny_model_path), cfg)
+    engine = TrainEngine(models, cfg, 1)
+    assert models.policy.config.tie_word_embeddings
+    full, sent = engine.full_state_dict(), engine.publish_state_dict()
+    assert set(full) - set(sent) == {"lm_head.weight"}
+    assert torch.equal(sent["model.embed_tokens.weight"], full["lm_head.weight"])
+    assert all(torch.equal(sent[k], full[k]) for k in sent)
+    models.policy.config.tie_word_embeddings = False  # untied: both are sent
+    assert set(engine.publish_state_dict()) == set(full)

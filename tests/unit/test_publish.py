@@ -11,14 +11,13 @@ from selm_ray.learner import publish
 
 
 class _Engine:
-    """What put_weights reads of a TrainEngine: its config, publish dtype and full state dict."""
+    """What put_weights reads of a TrainEngine: its config and the weights it publishes."""
 
     def __init__(self, engine: str, log: list) -> None:
         self.cfg = SimpleNamespace(lora_publish="merged", engine=engine)
-        self.publish_dtype = None
         self.log = log
 
-    def full_state_dict(self, dtype=None):
+    def publish_state_dict(self):
         self.log.append(("put", threading.current_thread().name))
         return {"w": torch.ones(2)}
 
