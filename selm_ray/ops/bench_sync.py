@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     from selm_ray.learner.gather import adapter_state_dict, full_state_dict, without_tied_copies
 
     path = resolve_model(args.model)
-    # address="local": a private cluster, never one an earlier `ray start` left (its num_cpus would be refused)
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # the object store, as runs use it
+    # the object store, as runs use it; address="local": a private cluster, never one an earlier
+    # `ray start` left (joining one refuses num_cpus)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     rank = 0 if args.full else vllm_max_lora_rank(args.rank)
     engine = VLLMEngine(EngineOptions(path, "float32", 512, max_lora_rank=rank))
     results = {}
