@@ -8,7 +8,8 @@ take turns on a small machine, see core/cores.py) and once with ``schedule.mode=
 (generate all, judge all, then train, per iteration). Prints wall time of the loop (start-up excluded), busy time per stage,
 overlap ratio (loop wall / busiest stage; 1.0 is perfect overlap, a sequential run is near
 sum / max), the train time (first dispatch -> the last policy checkpointed and published; the
-loop's wall adds the shutdown after it), pairs/s, generator tokens/s and weight-sync seconds; writes bench.json.
+loop's wall adds the shutdown after it), pairs/s, generator tokens/s and weight-sync seconds, and where the
+train time went (``parts``: generation, learner steps, iteration ends, engine reloads); writes bench.json.
 """
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ def _run(config: str | None, overrides: list[str], out: Path, mode: str | None) 
     return train(cfg, out / (mode or cfg.schedule.mode))
 
 
+def parts(s: dict) -> dict[str, float]:
+    """Where a run's train time went, in seconds: generating, judging, learner steps, iteration ends (the
+    learner's reference copy, checkpoint and put, which the stages wait on) and engine reloads, from the
+    run's summary and its learner metrics; ``rest`` is train time minus their sum (dispatch and waits,
+    negative where stages ran at the same time)."""
+    ends = 0.0
+    metrics = Path(s["run_dir"]) / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("event") == "iteration_end":
+                ends += row.get("boundary_seconds", 0.0)
+    busy = s["stage_busy_seconds"]
+    out = {"generate": busy["generate"], "judge": busy["judge"], "learner_steps": busy["learn"],
+           "iteration_ends": ends, "engine_reloads": sum(s["weight_sync_seconds"])}
+    out["rest"] = s["train_seconds"] - sum(out.values())
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def _row(name: str, s: dict) -> str:
     busy = s["stage_busy_seconds"]
     sync = s["weight_sync_seconds"]
@@ -39,7 +59,7 @@ def _row(name: str, s: dict) -> str:
             f"{busy['judge']:6.1f}s learn {busy['learn']:6.1f}s | overlap {s['overlap_ratio']:5.2f} "
             f"(sum/max {sum(busy.values()) / max(busy.values()):4.2f}) | pairs {s['pairs']:4d} "
             f"{s['pairs_per_second']:.3f}/s | gen {s['generator_tokens_per_second']:.0f} tok/s | "
-            f"sync max {sync_txt}s")
+            f"sync max {sync_txt}s\n{'':11s} train time = " + " + ".join(f"{k} {v:.1f}" for k, v in parts(s).items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # pairs_trained: what the learner was served (a stale pair dropped in async is made, not trained)
     keep = {n: {**{k: s[k] for k in (*FIELDS, "stage_busy_seconds", "weight_sync_seconds")},
-                "pairs_trained": s["buffer"]["served"]} for n, s in results.items()}
+                "pairs_trained": s["buffer"]["served"], "parts": parts(s)} for n, s in results.items()}
     (out / "bench.json").write_text(json.dumps(keep, indent=2))
     return 0
 

@@ -109,7 +109,7 @@ def run_ours(loss: str, prompts: Path, pairs: int, out: Path, tag: str, bf16: bo
     # pairs the learner trained on, as TRL's figure counts them (a pair made but dropped is not one)
     trained = r["pairs_trained"]
     return {"pairs": trained, "pairs_made": r["pairs"], "loop_seconds": r["train_seconds"],
-            "wall_seconds": r["loop_seconds"], "pairs_per_second": trained / r["train_seconds"]}
+            "wall_seconds": r["loop_seconds"], "pairs_per_second": trained / r["train_seconds"], "parts": r["parts"]}
 
 
 def _mean(xs: list[float]) -> float:
@@ -132,6 +132,9 @@ def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
                          f"ratio {ratio:.2f}x ({ok} the {TARGETS[loss]:g}x target) | runs "
                          f"{[round(r['pairs_per_second'], 3) for r in sides['trl']]} vs "
                          f"{[round(r['pairs_per_second'], 3) for r in sides[side]]}{shape}")
+            for r in sides[side]:  # where our loop's time went (TRL's loop is one process: no parts)
+                lines.append(f"           selm-ray {r['loop_seconds']:.1f} s = " +
+                             " + ".join(f"{k} {v:.1f}" for k, v in r["parts"].items()))
     return lines
 
 

@@ -29,3 +29,25 @@ def test_bench_peers_writes_the_same_prompts_for_both_systems(tmp_path):
     records, _ = load_prompts(str(path))
     assert len(records) == len({r.prompt_id for r in records}) == 16  # our loader reads it as is
     assert peer_trl._read_prompts(str(path)) == [r.messages[-1]["content"] for r in records]  # and TRL's side
+
+
+def test_bench_splits_the_train_time_into_its_parts(tmp_path):
+    """Iteration ends come from the learner's metrics (the stages wait on them); rest is what the
+    named parts leave of the train time."""
+    import json
+
+    from selm_ray.ops import bench
+
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 1, "step_seconds": 5.0}, {"event": "iteration_end", "step": 1, "boundary_seconds": 1.5},
+        {"step": 2, "step_seconds": 5.0}, {"event": "iteration_end", "step": 2, "boundary_seconds": 2.0}]) + "\n")
+    summary = {"run_dir": str(tmp_path), "train_seconds": 30.0, "weight_sync_seconds": [0.5, 0.0, 0.25],
+               "stage_busy_seconds": {"generate": 9.0, "judge": 1.0, "learn": 10.0}}
+    parts = bench.parts(summary)
+    assert parts == {"generate": 9.0, "judge": 1.0, "learner_steps": 10.0, "iteration_ends": 3.5,
+                     "engine_reloads": 0.8, "rest": 5.8}
+    line = bench_peers.report({"dpo": {"trl": [{"pairs_per_second": 0.2}],
+                                       "ours": [{"pairs_per_second": 0.5, "loop_seconds": 30.0, "parts": parts}]}})
+    assert line[0].startswith("dpo  loss") and "ratio 2.50x (meets the 2x target)" in line[0]
+    assert line[1].strip() == ("selm-ray 30.0 s = generate 9.0 + judge 1.0 + learner_steps 10.0 + "
+                               "iteration_ends 3.5 + engine_reloads 0.8 + rest 5.8")
