@@ -34,9 +34,10 @@ def _run(config: str | None, overrides: list[str], out: Path, mode: str | None) 
 
 def parts(s: dict) -> dict[str, float]:
     """Where a run's train time went, in seconds: generating, judging, learner steps, iteration ends (the
-    learner's reference copy, checkpoint and put, which the stages wait on) and engine reloads, from the
-    run's summary and its learner metrics; ``rest`` is train time minus their sum (dispatch and waits,
-    negative where stages ran at the same time)."""
+    learner's reference copy, checkpoint and put, which the stages wait on) and the engine reloads timed
+    before the train clock stopped (the final one comes after it), from the run's summary and its
+    learner metrics; ``rest`` is train time minus their sum (dispatch and waits, negative where stages
+    ran at the same time)."""
     ends = 0.0
     metrics = Path(s["run_dir"]) / "metrics.jsonl"
     if metrics.exists():
@@ -44,9 +45,9 @@ def parts(s: dict) -> dict[str, float]:
             row = json.loads(line)
             if row.get("event") == "iteration_end":
                 ends += row.get("boundary_seconds", 0.0)
-    busy = s["stage_busy_seconds"]
+    busy, reloads = s["stage_busy_seconds"], s["weight_sync_seconds"][:s.get("weight_syncs_in_train")]
     out = {"generate": busy["generate"], "judge": busy["judge"], "learner_steps": busy["learn"],
-           "iteration_ends": ends, "engine_reloads": sum(s["weight_sync_seconds"])}
+           "iteration_ends": ends, "engine_reloads": sum(reloads)}
     out["rest"] = s["train_seconds"] - sum(out.values())
     return {k: round(v, 1) for k, v in out.items()}
 

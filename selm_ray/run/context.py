@@ -38,6 +38,7 @@ class RunContext:
         # first dispatch -> the last iteration's policy checkpointed and published (iterative
         # schedules; the learner's shutdown and the final engine reload come after it)
         self.train_seconds: float | None = None
+        self.train_syncs: int | None = None  # weight_sync_seconds entries timed before train_seconds
         self.core_plan: dict[str, Any] | None = None  # the plan the driver resolved (core/cores.py)
         self.stop_event = threading.Event()
         self.counters = Counters()

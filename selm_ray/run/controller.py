@@ -226,6 +226,7 @@ class Controller:
             self._wait_for_version(t + 1)
             if t == len(slices) - 1 and not self.ctx.stop_event.is_set():
                 self.ctx.train_seconds = time.time() - self.ctx.loop_t0  # the last policy is out
+                self.ctx.train_syncs = len(self.ctx.counters.weight_sync_seconds)  # reloads inside it
             self.pm.push_weights()
             self.evaluator.policy_vs_start(t)
             self.evaluator.instructions(t)

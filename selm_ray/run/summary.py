@@ -44,6 +44,8 @@ def build_summary(ctx: RunContext, pm: PoolManager, evaluator: Evaluator, learn_
         "precision": {"learner": state.get("learner_precision"),
                       "engines": sorted({s["dtype"] for s in gen_stats + judge_stats if "dtype" in s})},
         "weight_sync_seconds": [round(x, 3) for x in c.weight_sync_seconds],
+        # how many of them came before train_seconds stopped (the final reload comes after it)
+        "weight_syncs_in_train": ctx.train_syncs if ctx.train_syncs is not None else len(c.weight_sync_seconds),
         "pool_events": pm.events, "judge_eval": evaluator.judge_evals, "eval": evaluator.evals,
         "instruction_eval": evaluator.instruction_evals,
         "prompt_creation": prompt_creation,

@@ -360,6 +360,8 @@ def test_default_smollm2_config_cut_to_a_few_prompts(tmp_path, smollm2_path):
     assert 0 < s["startup_seconds"] < s["time_to_first_pair_seconds"]
     # trained (last policy checkpointed and published) after the first pair, before the loop's end
     assert 0 < s["time_to_first_pair_seconds"] - s["startup_seconds"] < s["train_seconds"] <= s["loop_seconds"]
+    # the engine's reload to v1 comes after that clock stops (one iteration: no reload inside it)
+    assert s["weight_syncs_in_train"] == 0 < len(s["weight_sync_seconds"])
 
 
 def test_sigint_stops_cleanly_with_checkpoint_and_no_lost_pair(tmp_path, tiny_model_path):
