@@ -52,6 +52,11 @@ def parts(s: dict) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def parts_text(p: dict[str, float]) -> str:
+    """``parts`` as one line: "generate 21.3 + judge 0.1 + ..."."""
+    return " + ".join(f"{k} {v:.1f}" for k, v in p.items())
+
+
 def _row(name: str, s: dict) -> str:
     busy = s["stage_busy_seconds"]
     sync = s["weight_sync_seconds"]
@@ -60,7 +65,7 @@ def _row(name: str, s: dict) -> str:
             f"{busy['judge']:6.1f}s learn {busy['learn']:6.1f}s | overlap {s['overlap_ratio']:5.2f} "
             f"(sum/max {sum(busy.values()) / max(busy.values()):4.2f}) | pairs {s['pairs']:4d} "
             f"{s['pairs_per_second']:.3f}/s | gen {s['generator_tokens_per_second']:.0f} tok/s | "
-            f"sync max {sync_txt}s\n{'':11s} train time = " + " + ".join(f"{k} {v:.1f}" for k, v in parts(s).items()))
+            f"sync max {sync_txt}s\n{'':11s} train time = {parts_text(parts(s))}")
 
 
 def main(argv: list[str] | None = None) -> int:

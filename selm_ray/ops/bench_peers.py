@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from selm_ray.ops.bench import parts_text
+
 CONFIG = "jobs/configs/smollm2-cpu.yaml"
 PEERS = {"dpo": "online_dpo", "selm": "xpo"}
 TARGETS = {"dpo": 2.0, "selm": 3.0}  # the ratios this project aims at (ours / TRL)
@@ -133,8 +135,7 @@ def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
                          f"{[round(r['pairs_per_second'], 3) for r in sides['trl']]} vs "
                          f"{[round(r['pairs_per_second'], 3) for r in sides[side]]}{shape}")
             for r in sides[side]:  # where our loop's time went (TRL's loop is one process: no parts)
-                lines.append(f"           selm-ray {r['loop_seconds']:.1f} s = " +
-                             " + ".join(f"{k} {v:.1f}" for k, v in r["parts"].items()))
+                lines.append(f"           selm-ray {r['loop_seconds']:.1f} s = {parts_text(r['parts'])}")
     return lines
 
 
