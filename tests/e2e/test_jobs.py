@@ -139,13 +139,19 @@ def _stats(head, run, address=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _poll(check, what, timeout=300):
-    deadline = time.time() + timeout
+def _both_named(head, runs, timeout=300):
+    """`selm-ray stats` without --run, while several runs are live, refuses (exit 2) and names them
+    all. On a timeout the message carries what stats last said and each job's status and log tail."""
+    deadline, last = time.time() + timeout, None
     while time.time() < deadline:
-        if check():
+        last = _selm(head.env, "stats", "--address", head.gcs, "--json")
+        if last.returncode == 2 and all(r in last.stderr for r in runs):
             return
         time.sleep(2)
-    raise AssertionError(f"never true within {timeout} s: {what}")
+    jobs = {r: _ray(head.env, "job", "status", "--address", head.address, r).stdout[-300:] +
+            _ray(head.env, "job", "logs", "--address", head.address, r).stdout[-1500:] for r in runs}
+    raise AssertionError(f"stats never named {runs} within {timeout} s; last: exit {last.returncode}, "
+                         f"{last.stderr[-1000:]!r}; jobs: {jobs}")
 
 
 def _poll_stats(head, run, until, timeout=300):
@@ -188,8 +194,7 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
 
     # two live runs: stats must be told which one, and names both. Checked while both start (each
     # run's controller exists from its first second, long before b ends).
-    _poll(lambda: (lambda o: o.returncode == 2 and "live-a" in o.stderr and "live-b" in o.stderr)(
-        _selm(head.env, "stats", "--address", head.gcs, "--json")), "stats without --run names both runs")
+    _both_named(head, [a, b])
     first = _poll_stats(head, a, lambda s: s.get("state") == "running")
 
     scaled = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "2", "--wait", "300")

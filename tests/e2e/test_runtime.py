@@ -216,7 +216,8 @@ def test_a_stuck_judge_is_killed_after_work_timeout_and_its_work_resent(tmp_path
     assert "pid" in stopped, "the judge was never stopped"
     assert s["learner_error"] is None and s["prompts"] == 12
     hung = [e for e in s["pool_events"] if e["event"] == "actor_hung"]
-    assert len(hung) == 1 and hung[0]["pool"] == "judge" and hung[0]["call"] == "judge" and hung[0]["seconds"] > 8
+    # "seconds" is rounded to 0.1 s: a call killed 8.04 s after it was sent reads 8.0
+    assert len(hung) == 1 and hung[0]["pool"] == "judge" and hung[0]["call"] == "judge" and hung[0]["seconds"] >= 8
     assert s["retries"] >= 1  # the batch it held was re-sent
     ids = _pair_ids(tmp_path / "run")
     assert len(ids) == len(set(ids)) == s["pairs"] and sorted(_served_ids(tmp_path / "run")) == sorted(ids)
