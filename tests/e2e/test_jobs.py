@@ -139,6 +139,23 @@ def _stats(head, run, address=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _wait_live(head, run, timeout=600):
+    """The first snapshot of ``run`` once its controller exists (`stats --run` exits 2 before)."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        last = _selm(head.env, "stats", "--address", head.gcs, "--run", run, "--json")
+        if last.returncode == 0:
+            return json.loads(last.stdout.strip().splitlines()[-1])
+        time.sleep(5)  # each call is a new Ray driver (~1.6 s of CPU) taken from the starting jobs
+    raise AssertionError(f"{run} never live within {timeout} s; stats said: exit {last.returncode}, "
+                         f"{last.stderr[-1000:]!r}; job: {_job_tail(head, run)}")
+
+
+def _job_tail(head, job):
+    return (_ray(head.env, "job", "status", "--address", head.address, job).stdout[-300:] +
+            _ray(head.env, "job", "logs", "--address", head.address, job).stdout[-1500:])
+
+
 def _both_named(head, runs, timeout=300):
     """`selm-ray stats` without --run, while several runs are live, refuses (exit 2) and names them
     all. On a timeout the message carries what stats last said and each job's status and log tail."""
@@ -147,11 +164,9 @@ def _both_named(head, runs, timeout=300):
         last = _selm(head.env, "stats", "--address", head.gcs, "--json")
         if last.returncode == 2 and all(r in last.stderr for r in runs):
             return
-        time.sleep(2)
-    jobs = {r: _ray(head.env, "job", "status", "--address", head.address, r).stdout[-300:] +
-            _ray(head.env, "job", "logs", "--address", head.address, r).stdout[-1500:] for r in runs}
+        time.sleep(5)
     raise AssertionError(f"stats never named {runs} within {timeout} s; last: exit {last.returncode}, "
-                         f"{last.stderr[-1000:]!r}; jobs: {jobs}")
+                         f"{last.stderr[-1000:]!r}; jobs: {({r: _job_tail(head, r) for r in runs})}")
 
 
 def _poll_stats(head, run, until, timeout=300):
@@ -192,8 +207,11 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
                 "generation.max_new_tokens=96", "--run-id", "live-b", "--run-dir", str(tmp_path / "b"),
                 submission_id="live-b")
 
-    # two live runs: stats must be told which one, and names both. Checked while both start (each
-    # run's controller exists from its first second, long before b ends).
+    # two live runs: stats must be told which one, and names both. A run's controller exists once
+    # its driver has started and checked that the run fits (tens of seconds with two starting on 2
+    # cores): wait for the short job's, then a (submitted first, minutes long) only has to register
+    # before b ends for both to be named.
+    _wait_live(head, b)
     _both_named(head, [a, b])
     first = _poll_stats(head, a, lambda s: s.get("state") == "running")
 
