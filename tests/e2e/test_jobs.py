@@ -139,34 +139,35 @@ def _stats(head, run, address=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _wait_live(head, run, timeout=600):
-    """The first snapshot of ``run`` once its controller exists (`stats --run` exits 2 before)."""
-    deadline, last = time.time() + timeout, None
-    while time.time() < deadline:
-        last = _selm(head.env, "stats", "--address", head.gcs, "--run", run, "--json")
-        if last.returncode == 0:
-            return json.loads(last.stdout.strip().splitlines()[-1])
-        time.sleep(5)  # each call is a new Ray driver (~1.6 s of CPU) taken from the starting jobs
-    raise AssertionError(f"{run} never live within {timeout} s; stats said: exit {last.returncode}, "
-                         f"{last.stderr[-1000:]!r}; job: {_job_tail(head, run)}")
-
-
 def _job_tail(head, job):
     return (_ray(head.env, "job", "status", "--address", head.address, job).stdout[-300:] +
             _ray(head.env, "job", "logs", "--address", head.address, job).stdout[-1500:])
 
 
-def _both_named(head, runs, timeout=300):
-    """`selm-ray stats` without --run, while several runs are live, refuses (exit 2) and names them
-    all. On a timeout the message carries what stats last said and each job's status and log tail."""
-    deadline, last = time.time() + timeout, None
-    while time.time() < deadline:
-        last = _selm(head.env, "stats", "--address", head.gcs, "--json")
-        if last.returncode == 2 and all(r in last.stderr for r in runs):
-            return
+def _poll_cli(head, args, done, runs, what, timeout):
+    """`selm-ray stats ...` (each call a new Ray driver, ~1.6 s of CPU taken from the jobs: 5 s
+    apart) until ``done(result)``; on a timeout the message carries what stats last said and each
+    job's status and log tail."""
+    deadline = time.time() + timeout
+    while True:
+        last = _selm(head.env, "stats", "--address", head.gcs, *args, "--json")
+        if done(last):
+            return last
+        if time.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; stats said: exit {last.returncode}, "
+                                 f"{last.stderr[-1000:]!r}; jobs: {({r: _job_tail(head, r) for r in runs})}")
         time.sleep(5)
-    raise AssertionError(f"stats never named {runs} within {timeout} s; last: exit {last.returncode}, "
-                         f"{last.stderr[-1000:]!r}; jobs: {({r: _job_tail(head, r) for r in runs})}")
+
+
+def _wait_live(head, run, timeout=600):
+    """Until ``run``'s controller exists (`stats --run` exits 2 before)."""
+    _poll_cli(head, ["--run", run], lambda o: o.returncode == 0, [run], f"{run} live", timeout)
+
+
+def _both_named(head, runs, timeout=300):
+    """`selm-ray stats` without --run, while several runs are live, refuses (exit 2) and names them all."""
+    _poll_cli(head, [], lambda o: o.returncode == 2 and all(r in o.stderr for r in runs), runs,
+              f"stats without --run naming {runs}", timeout)
 
 
 def _poll_stats(head, run, until, timeout=300):
