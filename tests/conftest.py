@@ -30,6 +30,18 @@ os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 # Every local Ray start leaves a session folder of logs (tens of MB); the suite starts dozens.
 _RAY_TMP = Path(tempfile.gettempdir()) / "ray"
 _RAY_SESSIONS_BEFORE = set(_RAY_TMP.glob("session_2*"))
+_HEAD_DIRS: list[Path] = []  # the private temp dirs of the heads this run started (head_temp_dir)
+
+
+def head_temp_dir() -> str:
+    """A private `ray start --temp-dir` for one head. A job's driver joins the cluster that its
+    head's temp dir names as the newest one (`ray_current_cluster`, Ray's job supervisor resolves
+    "auto" there): in the shared /tmp/ray, a Ray that anything else on the machine starts later
+    (another test session, a user's) takes that place, and the job's run lands on it. Short, under
+    the temp root: the head's Unix socket paths must stay under ~107 characters."""
+    d = Path(tempfile.mkdtemp(prefix="rh-"))
+    _HEAD_DIRS.append(d)
+    return str(d)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -41,7 +53,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if _OWN_HOME:
         shutil.rmtree(_HOME, ignore_errors=True)
-    for folder in set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE:
+    for folder in [*(set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE), *_HEAD_DIRS]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -98,7 +110,7 @@ def ray_address(tmp_path_factory) -> str:
     # head (`ray stop` would stop every Ray on the machine)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
                              "--node-ip-address=127.0.0.1", "--num-cpus=8", "--include-dashboard=false",
-                             "--disable-usage-stats", "--block"],
+                             f"--temp-dir={head_temp_dir()}", "--disable-usage-stats", "--block"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=heed_sigint)
     address = f"127.0.0.1:{port}"

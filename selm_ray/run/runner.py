@@ -110,7 +110,9 @@ def train(cfg: Config, run_dir: Path | None = None, controller_hook: Any = None,
 
         check_resume_config(run_dir, cfg.to_dict())
     _init_ray(cfg, namespace=run_id)
-    print(f"run {run_id}: namespace {run_id}, directory {run_dir}", flush=True)
+    # which cluster: a job's driver joins the one its head resolves, which the user may want to check
+    print(f"run {run_id}: Ray cluster {ray.get_runtime_context().gcs_address}, namespace {run_id}, "
+          f"directory {run_dir}", flush=True)
     try:
         ensure_fits(cfg, lambda msg: print(f"run {run_id}: {msg}", flush=True))  # before anything starts
         if cfg.sft.enabled:  # M1 first (Self-Rewarding); the preference iterations start from it

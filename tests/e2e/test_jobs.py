@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import heed_sigint, stop_process_group  # tests/conftest.py: the shared head's helpers
+from conftest import head_temp_dir, heed_sigint, stop_process_group  # tests/conftest.py: heads' helpers
 
 RAY = str(Path(sys.executable).parent / "ray")
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,8 @@ def head(tmp_path_factory, selm_home):
                              # the job agent's HTTP port defaults to 52365: another Ray on this
                              # machine (a parallel session) may hold it, and jobs then never start
                              f"--dashboard-agent-listen-port={agent}",
+                             # jobs' drivers join the cluster this names (see head_temp_dir)
+                             f"--temp-dir={head_temp_dir()}",
                              "--include-dashboard=true", "--disable-usage-stats", "--block"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=heed_sigint)
@@ -125,7 +127,10 @@ def test_ray_job_submit_smoke_and_bad_config(head, tmp_path, tiny_model_path):
     assert status == "SUCCEEDED", logs[-3000:]
     summary = json.loads((tmp_path / sid / "summary.json").read_text())
     assert summary["pairs"] > 0 and summary["policy_version"] == 2 and summary["learner_error"] is None
-    assert "Started a local Ray instance" not in logs  # it joined the head, never a private cluster
+    # it joined this head (its GCS port; Ray may name the node by another of its addresses): never
+    # a private cluster, nor another Ray on the machine
+    port = head.gcs.rsplit(":", 1)[1]
+    assert "Started a local Ray instance" not in logs and re.search(rf"Ray cluster \S+:{port},", logs), logs[-3000:]
 
 
 def _selm(env, *args, timeout=300):
