@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import time
 from typing import Any
 
@@ -24,9 +25,32 @@ def is_dashboard_url(address: str) -> bool:
     return address.startswith(("http://", "https://"))
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` too) -> (host, port); None for other forms (``auto``, ``ray://``)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in address:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``host:port``: ray.init keeps
+    retrying a GCS that is not there for many minutes before it gives up."""
+    hp = _host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as e:
+        raise AttachError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); "
+                          f"give the head's GCS address (host:6379, what `ray start --head` printed), "
+                          f"or its dashboard URL (http://host:8265)") from None
+
+
 def connect(address: str) -> None:
     import ray
 
+    check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as e:

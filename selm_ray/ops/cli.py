@@ -11,21 +11,23 @@ from typing import Any
 
 from selm_ray.core.config import Config, ConfigError, dump_config, load_config
 from selm_ray.core.data import DataError
-from selm_ray.learner.checkpoint import ResumeError
 from selm_ray.engines.models import PREPARERS, ModelError, is_prepared, models_dir, prepare_model
 
-USER_ERRORS = (ConfigError, DataError, ModelError, ResumeError)
+USER_ERRORS = (ConfigError, DataError, ModelError)
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
-def _late_errors() -> tuple[type, ...]:
-    """User errors of the commands whose modules are imported only when used."""
-    from selm_ray.ops.attach import AttachError
-    from selm_ray.core.judging.functions import FunctionJudgeError
-    from selm_ray.ops.report import ReportError
-    from selm_ray.run.fit import PlacementError
+# user errors of the modules that commands import only when used (`stats` and `scale` start in
+# about a second: no torch unless a command needs it)
+_LATE_ERRORS = {"selm_ray.ops.attach": "AttachError", "selm_ray.core.judging.functions": "FunctionJudgeError",
+                "selm_ray.ops.report": "ReportError", "selm_ray.run.fit": "PlacementError",
+                "selm_ray.learner.checkpoint": "ResumeError"}
 
-    return (AttachError, FunctionJudgeError, ReportError, PlacementError)
+
+def _late_errors() -> tuple[type, ...]:
+    """Those of them whose module is loaded: an error of a module never imported cannot be in
+    flight, and importing one (torch with it) only to match an exception costs seconds."""
+    return tuple(getattr(sys.modules[m], name) for m, name in _LATE_ERRORS.items() if m in sys.modules)
 
 
 def _run_id(value: str) -> str:
@@ -154,17 +156,33 @@ def _quiet_ray(func):
     return run
 
 
+def _stats_source(args: argparse.Namespace) -> Any:
+    """What one refresh reads: the live run ids (--list) or one run's snapshot. ``args.run`` is
+    read at each call: a watch without --run follows the run it found first."""
+    from selm_ray.ops import attach
+
+    if attach.is_dashboard_url(args.address):
+        return lambda: _relay(args, ["stats", "--json", *(["--list"] if args.list else
+                                                          ["--run", args.run] if args.run else [])])
+    attach.connect(args.address)
+    if args.list:
+        return lambda: {"time": time.time(), "runs": attach.live_runs()}
+    return lambda: attach.snapshot(args.run)
+
+
+def _render_list(snap: dict[str, Any]) -> str:
+    return f"live runs: {', '.join(snap['runs'])}" if snap["runs"] else "no live selm-ray run on this cluster"
+
+
 @_quiet_ray
 def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
     from selm_ray.ops import attach
     from selm_ray.core.livestats import render
 
-    run = ["--run", args.run] if args.run else []
-    if attach.is_dashboard_url(args.address):
-        get = lambda: _relay(args, ["stats", "--json", *run])  # noqa: E731
-    else:
-        attach.connect(args.address)
-        get = lambda: attach.snapshot(args.run)  # noqa: E731
+    if args.list and args.run:
+        print("selm-ray: error: stats --list lists every live run: leave out --run", file=sys.stderr)
+        return 2
+    get = _stats_source(args)
     seen = False
     while True:
         try:
@@ -175,12 +193,14 @@ def _cmd_stats(args: argparse.Namespace, out: Any) -> int:
                 return 0
             raise
         seen = True
+        if not args.list:
+            args.run = args.run or snap.get("run")  # a second run starting later is not this one
         if args.json:  # with --watch: one JSON line per refresh, for scripts and monitors
             print(json.dumps(snap), file=out, flush=True)
         else:
             if args.watch:
                 print("\x1b[H\x1b[2J", end="", file=out)  # redraw in place
-            print(render(snap), file=out, flush=True)
+            print(_render_list(snap) if args.list else render(snap), file=out, flush=True)
         if not args.watch:
             return 0
         try:
@@ -304,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="live statistics of a running job (buffer, judges, learner, pools)")
     st.add_argument("--address", default="auto", help=address_help + " (default auto)")
     st.add_argument("--run", type=_run_id, help="run id (default: the only live run)")
+    st.add_argument("--list", action="store_true", help="the ids of the live runs on this cluster instead "
+                    "(JSON: {time, runs})")
     st.add_argument("--watch", action="store_true", help="refresh in place until the run ends or Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     st.add_argument("--json", action="store_true", help="print the snapshot as one JSON line (with --watch: "

@@ -144,43 +144,17 @@ def _stats(head, run, address=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _job_tail(head, job):
-    return (_ray(head.env, "job", "status", "--address", head.address, job).stdout[-300:] +
-            _ray(head.env, "job", "logs", "--address", head.address, job).stdout[-1500:])
-
-
-def _poll_cli(head, args, done, runs, what, timeout):
-    """`selm-ray stats ...` (each call a new Ray driver, ~1.6 s of CPU taken from the jobs: 5 s
-    apart) until ``done(result)``; on a timeout the message carries what stats last said and each
-    job's status and log tail."""
-    deadline = time.time() + timeout
-    while True:
-        last = _selm(head.env, "stats", "--address", head.gcs, *args, "--json")
-        if done(last):
-            return last
-        if time.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s; stats said: exit {last.returncode}, "
-                                 f"{last.stderr[-1000:]!r}; jobs: {({r: _job_tail(head, r) for r in runs})}")
-        time.sleep(5)
-
-
-def _wait_live(head, run, timeout=600):
-    """Until ``run``'s controller exists (`stats --run` exits 2 before)."""
-    _poll_cli(head, ["--run", run], lambda o: o.returncode == 0, [run], f"{run} live", timeout)
-
-
-def _both_named(head, runs, timeout=300):
-    """`selm-ray stats` without --run, while several runs are live, refuses (exit 2) and names them all."""
-    _poll_cli(head, [], lambda o: o.returncode == 2 and all(r in o.stderr for r in runs), runs,
-              f"stats without --run naming {runs}", timeout)
-
-
-def _poll_stats(head, run, until, timeout=300):
-    """The first snapshot of `selm-ray stats --watch --json` (one process, a JSON line a second)
-    that meets ``until``."""
-    proc = subprocess.Popen([sys.executable, "-m", "selm_ray.ops.cli", "stats", "--address", head.gcs, "--run", run,
+def _follow(head, args):
+    """One `selm-ray stats ARGS --watch --json` process (a JSON line a second). One driver that
+    stays connected: a new stats process per look costs seconds of CPU, and with two jobs starting
+    on 2 cores its first look can come after a short job has ended (seen in CI: 90 s)."""
+    return subprocess.Popen([sys.executable, "-m", "selm_ray.ops.cli", "stats", "--address", head.gcs, *args,
                              "--watch", "--json", "--interval", "1"], env=head.env, cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _until(proc, until, what, timeout=300):
+    """The first JSON line of ``proc`` (see _follow) that meets ``until``; ends ``proc`` either way."""
     timer = threading.Timer(timeout, proc.kill)  # a stream that never meets it ends here
     timer.start()
     last = None
@@ -193,32 +167,33 @@ def _poll_stats(head, run, until, timeout=300):
         timer.cancel()
         proc.kill()
         proc.wait()
-    raise AssertionError(f"{run}: stats never met the condition within {timeout} s; last: {last} "
-                         f"{proc.stderr.read()[-1500:]}")
+    raise AssertionError(f"{what}: not within {timeout} s; last: {last} {proc.stderr.read()[-1500:]}")
+
+
+def _poll_stats(head, run, until, timeout=300):
+    """The first snapshot of ``run`` that meets ``until``."""
+    return _until(_follow(head, ["--run", run]), until, f"{run}: stats never met the condition", timeout)
 
 
 def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path):
     """Two jobs at once on one head: live stats change, one job's generator pool grows 1 -> 2
     mid-run and the new generator takes work, and neither job sees the other's actors."""
     model = f"model.path={tiny_model_path}"
+    # the live runs, as `stats --list` names them, followed from before either job starts
+    live = _follow(head, ["--list"])
     a = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=3", "--set", "schedule.prompts_per_iteration=36", "--set",
                 # long enough (minutes) that scaling up and down happens while it generates
                 "generation.max_new_tokens=96", "--set", "generation.num_candidates=4", "--run-id", "live-a",
                 "--run-dir", str(tmp_path / "a"), submission_id="live-a")
-    # the shorter job (b) must still be starting or running when both are checked live; kept small
-    # (one iteration) so that it leaves the 2 cores to a soon after
+    # the shorter job (b): one small iteration, so that it leaves the 2 cores to a soon after
     b = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=1", "--set", "schedule.prompts_per_iteration=8", "--set",
                 "generation.max_new_tokens=96", "--run-id", "live-b", "--run-dir", str(tmp_path / "b"),
                 submission_id="live-b")
-
-    # two live runs: stats must be told which one, and names both. A run's controller exists once
-    # its driver has started and checked that the run fits (tens of seconds with two starting on 2
-    # cores): wait for the short job's, then a (submitted first, minutes long) only has to register
-    # before b ends for both to be named.
-    _wait_live(head, b)
-    _both_named(head, [a, b])
+    # both live at once, each in its own namespace (that stats without --run then refuses, naming
+    # them: tests/ray/test_attach.py, on controllers that stay up as long as it needs)
+    _until(live, lambda s: {a, b} <= set(s["runs"]), f"stats --list naming {a} and {b}", timeout=600)
     first = _poll_stats(head, a, lambda s: s.get("state") == "running")
 
     scaled = _selm(head.env, "scale", "--address", head.gcs, "--run", a, "--generators", "2", "--wait", "300")

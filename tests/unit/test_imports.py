@@ -97,3 +97,12 @@ def test_no_private_name_is_imported_across_modules():
                 bad += [f"{path.relative_to(PACKAGE)}: {node.module}.{a.name}" for a in node.names
                         if a.name.startswith("_")]
     assert not bad, "\n".join(bad)
+
+
+def test_stats_and_scale_start_without_torch():
+    """`selm-ray stats` / `scale` are a Ray driver and a few small modules: torch's import (seconds
+    of CPU, many more on a machine busy with a run) stays out of them."""
+    code = ("import sys\nimport selm_ray.ops.cli, selm_ray.ops.attach, selm_ray.core.livestats, selm_ray.actors.remote\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
