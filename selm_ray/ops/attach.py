@@ -54,7 +54,9 @@ def connect(address: str) -> None:
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise AttachError(f"--address {address}: cannot connect to a Ray cluster there ({e})") from None
+        # a refused token shows only in Ray's own log lines, not in the exception: say where to look
+        raise AttachError(f"--address {address}: cannot connect to a Ray cluster there ({e}); with token "
+                          f"authentication on there, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN") from None
 
 
 def live_runs() -> list[str]:

@@ -175,12 +175,9 @@ def _poll_stats(head, run, until, timeout=300):
     return _until(_follow(head, ["--run", run]), until, f"{run}: stats never met the condition", timeout)
 
 
-def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path):
-    """Two jobs at once on one head: live stats change, one job's generator pool grows 1 -> 2
-    mid-run and the new generator takes work, and neither job sees the other's actors."""
+def _submit_two(head, tmp_path, tiny_model_path):
+    """Job a (minutes long) and job b (short); their run ids."""
     model = f"model.path={tiny_model_path}"
-    # the live runs, as `stats --list` names them, followed from before either job starts
-    live = _follow(head, ["--list"])
     a = _submit(head.address, head.env, "--config", "jobs/configs/smoke.yaml", "--set", model, "--set",
                 "schedule.iterations=3", "--set", "schedule.prompts_per_iteration=36", "--set",
                 # long enough (minutes) that scaling up and down happens while it generates
@@ -191,6 +188,19 @@ def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path)
                 "schedule.iterations=1", "--set", "schedule.prompts_per_iteration=8", "--set",
                 "generation.max_new_tokens=96", "--run-id", "live-b", "--run-dir", str(tmp_path / "b"),
                 submission_id="live-b")
+    return a, b
+
+
+def test_live_stats_scale_and_two_isolated_jobs(head, tmp_path, tiny_model_path):
+    """Two jobs at once on one head: live stats change, one job's generator pool grows 1 -> 2
+    mid-run and the new generator takes work, and neither job sees the other's actors."""
+    # the live runs, as `stats --list` names them, followed from before either job starts
+    live = _follow(head, ["--list"])
+    try:
+        a, b = _submit_two(head, tmp_path, tiny_model_path)
+    except BaseException:
+        live.kill()  # _until ends it otherwise
+        raise
     # both live at once, each in its own namespace (that stats without --run then refuses, naming
     # them: tests/ray/test_attach.py, on controllers that stay up as long as it needs)
     _until(live, lambda s: {a, b} <= set(s["runs"]), f"stats --list naming {a} and {b}", timeout=600)
