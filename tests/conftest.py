@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ray_heads import HEAD_DIRS, head_temp_dir, heed_sigint, stop_process_group  # noqa: F401 (tests import them from ray_heads)
+
 _OWN_HOME = not os.environ.get("SELM_RAY_TEST_HOME")
 _HOME = Path(os.environ.get("SELM_RAY_TEST_HOME") or tempfile.mkdtemp(prefix="selm-ray-test-home-"))
 os.environ["SELM_RAY_HOME"] = str(_HOME)
@@ -30,18 +32,6 @@ os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 # Every local Ray start leaves a session folder of logs (tens of MB); the suite starts dozens.
 _RAY_TMP = Path(tempfile.gettempdir()) / "ray"
 _RAY_SESSIONS_BEFORE = set(_RAY_TMP.glob("session_2*"))
-_HEAD_DIRS: list[Path] = []  # the private temp dirs of the heads this run started (head_temp_dir)
-
-
-def head_temp_dir() -> str:
-    """A private `ray start --temp-dir` for one head. A job's driver joins the cluster that its
-    head's temp dir names as the newest one (`ray_current_cluster`, Ray's job supervisor resolves
-    "auto" there): in the shared /tmp/ray, a Ray that anything else on the machine starts later
-    (another test session, a user's) takes that place, and the job's run lands on it. Short, under
-    the temp root: the head's Unix socket paths must stay under ~107 characters."""
-    d = Path(tempfile.mkdtemp(prefix="rh-"))
-    _HEAD_DIRS.append(d)
-    return str(d)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -53,7 +43,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if _OWN_HOME:
         shutil.rmtree(_HOME, ignore_errors=True)
-    for folder in [*(set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE), *_HEAD_DIRS]:
+    for folder in [*(set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE), *HEAD_DIRS]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -128,22 +118,3 @@ def _wait_for_head(address: str, proc: subprocess.Popen, log: str, timeout: floa
         assert proc.poll() is None, f"ray start --head exited: {Path(log).read_text()[-3000:]}"
         assert time.time() < deadline, f"the shared Ray head at {address} never took a client"
         time.sleep(1)
-
-
-def heed_sigint() -> None:
-    """A shell runs a background command with SIGINT ignored, and a child inherits that: the
-    head would then sit out the SIGINT that stops it (and wait for SIGTERM's ~30 s more)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    # SIGINT: `ray start --block` stops its head in ~2 s; on SIGTERM it waits ~30 s more
-    for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 60), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue

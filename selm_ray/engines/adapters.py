@@ -79,3 +79,39 @@ def write_adapter(folder: Path, tensors: dict[str, torch.Tensor], config: dict[s
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     return folder
+
+
+ENGINE_FOLDER_PREFIX = "selm-ray-adapter-"
+
+
+def engine_adapter_root() -> Path:
+    """A new folder for one engine's served adapters, named with the engine's pid; first, the folders
+    of engines whose process is gone are removed (an engine killed by its run or by Ray never runs
+    a cleanup of its own, and each run on the node would otherwise leave one behind)."""
+    import os
+    import tempfile
+
+    sweep_engine_adapter_folders(Path(tempfile.gettempdir()))
+    return Path(tempfile.mkdtemp(prefix=f"{ENGINE_FOLDER_PREFIX}{os.getpid()}-"))
+
+
+def sweep_engine_adapter_folders(parent: Path) -> list[Path]:
+    """Remove the engine adapter folders under ``parent`` whose owner pid no longer runs; returns them."""
+    import os
+    import shutil
+
+    removed = []
+    for folder in parent.glob(f"{ENGINE_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(ENGINE_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue  # not ours to judge
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's process: EPERM below)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import head_temp_dir, heed_sigint, stop_process_group  # tests/conftest.py: heads' helpers
+from ray_heads import head_temp_dir, heed_sigint, stop_process_group  # tests/ray_heads.py
 
 RAY = str(Path(sys.executable).parent / "ray")
 ROOT = Path(__file__).resolve().parents[2]

@@ -59,3 +59,23 @@ def test_written_adapter_loads_in_peft_with_the_same_outputs(tmp_path, tiny_mode
         assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
         base = AutoModelForCausalLM.from_pretrained(tiny_model_path)(input_ids=ids).logits
     assert not torch.allclose(base, model(input_ids=ids).logits, atol=1e-3)
+
+
+def test_engine_adapter_folders_of_gone_engines_are_swept(tmp_path):
+    """An engine's adapter folder carries its pid; a new engine removes those whose process is gone
+    (a killed engine cleans up nothing) and leaves live engines' folders and anything else alone."""
+    import os
+    import subprocess
+    import sys
+
+    from selm_ray.engines.adapters import ENGINE_FOLDER_PREFIX, sweep_engine_adapter_folders
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"{ENGINE_FOLDER_PREFIX}{gone.pid}-abc"
+    live = tmp_path / f"{ENGINE_FOLDER_PREFIX}{os.getpid()}-def"
+    other = tmp_path / f"{ENGINE_FOLDER_PREFIX}old_name"
+    for folder in (dead, live, other):
+        (folder / "a1").mkdir(parents=True)
+    assert sweep_engine_adapter_folders(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()
