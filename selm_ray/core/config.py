@@ -417,10 +417,10 @@ class ClusterConfig(_Section):
         "the engines leave when they overlap)."))
     kv_cache_gib: float = Field(1.0, description="VLLM_CPU_KVCACHE_SPACE per engine.")
     cpu_engine_compile: bool = Field(False, description=(
-        "CPU engines run vLLM's torch.compile'd model instead of eager: ~15% faster generation "
+        "CPU engines run vLLM's torch.compile'd model instead of eager: ~13% faster generation "
         "(SmolLM2, 2 cores) for ~20 s more engine start (~70 s the first time a model is compiled; "
-        "inductor caches it under ~/.cache/vllm). Needs a C++ compiler on the engine's node. GPU "
-        "engines always compile."))
+        "inductor caches it under ~/.cache/vllm), so a long run gains and a short one loses. Needs "
+        "a C++ compiler on the engine's node. GPU engines always compile."))
     keep_freed_memory: bool = Field(True, description=(
         "CPU engines and learner workers keep the memory they free for their next allocations "
         "(glibc: no per-block mmap, no trimming) instead of handing it back to the kernel: on VMs "
