@@ -113,5 +113,6 @@ def sweep_engine_adapter_folders(parent: Path) -> list[Path]:
         except PermissionError:
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
+        if not folder.exists():  # another user's folder stays where it is
+            removed.append(folder)
     return removed

@@ -55,8 +55,6 @@ def cpu_engine_env(kv_cache_gib: float, threads_bind: str = "nobind") -> dict[st
 
 def _require_cpp_compiler() -> None:
     """Inductor builds the compiled CPU model with a C++ compiler at the engine's start."""
-    import shutil
-
     if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         raise RuntimeError("cluster.cpu_engine_compile is true, but this node has no C++ compiler "
                            "(g++ / clang++) for torch.compile's CPU code: install one, or set "
