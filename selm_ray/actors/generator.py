@@ -105,7 +105,8 @@ class Generator:
         return {"name": self.name, "node": node_id(), "version": self.version, "busy_seconds": self.busy_seconds,
                 "dtype": self.engine.dtype, "adapters_loaded": self.engine.adapter_version,
                 "tokens": self.tokens, "calls": self.calls, "weights_checksum": self.weights_checksum(),
-                "compiled_graphs": self.engine.compiled_graphs(), "kv_block_size": self.engine.block_size,
+                "compiled_graphs": self.engine.compiled_graphs(),
+                "compiled_model": self.engine.compiled_model(), "kv_block_size": self.engine.block_size,
                 "judge_busy_seconds": self.tally.busy_seconds, "candidates": self.tally.candidates,
                 "failures": self.tally.failures,
                 **({"judge_stats": self._judge.stats()} if hasattr(self._judge, "stats") else {})}

@@ -45,11 +45,9 @@ def cpu_engine_env(kv_cache_gib: float, threads_bind: str = "nobind") -> dict[st
         "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(round(kv_cache_gib)))),
         # Several engines on one host all bind to the same cores with "auto"; let the OS place them.
         "VLLM_CPU_OMP_THREADS_BIND": threads_bind,
-        # A compiled CPU engine (cluster.cpu_engine_compile): vLLM's AOT artifact of the model fails
-        # to load back with this torch ("'function' object has no attribute 'finalize_loading'")
-        # and the model is compiled again at every start (~70 s on 2 cores); inductor's own cache,
-        # used without AOT, brings a later start down to ~20 s.
-        "VLLM_USE_AOT_COMPILE": "0",
+        # A compiled CPU engine (cluster.cpu_engine_compile) saves its compiled model and loads it
+        # at a later start (engines/cpu_compile.py makes the saved artifact load with this torch).
+        "VLLM_USE_AOT_COMPILE": "1",
     }
 
 
@@ -83,7 +81,10 @@ class VLLMEngine:
             for k, v in cpu_engine_env(opts.kv_cache_gib).items():
                 os.environ.setdefault(k, v)
             if opts.compile:
+                from selm_ray.engines import cpu_compile
+
                 _require_cpp_compiler()
+                cpu_compile.apply()  # the saved compiled model loads back instead of compiling again
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
@@ -131,6 +132,16 @@ class VLLMEngine:
         from torch._dynamo.utils import counters
 
         return int(counters["stats"]["unique_graphs"])
+
+    @staticmethod
+    def compiled_model() -> str:
+        """How this process's engine got its model's compiled form: "loaded" (the artifact a
+        earlier start saved), "compiled" (here), or "eager"."""
+        from vllm.compilation.counter import compilation_counter as c
+
+        if c.num_aot_artifacts_loaded:
+            return "loaded"
+        return "compiled" if c.num_aot_compiles or VLLMEngine.compiled_graphs() else "eager"
 
     def digit_ids(self) -> list[int]:
         """Token ids of "0".."5" (expected-score judging). Looked up on first use, not at start: a

@@ -173,3 +173,36 @@ def load_file_tensors(path):
     from safetensors.torch import load_file
 
     return load_file(str(path / "model.safetensors"))
+
+
+def test_compiled_cpu_engine_serves_each_new_version(tmp_path, tiny_model_path, smollm2_tokenizer, ray_address):
+    """cluster.cpu_engine_compile: the engine runs vLLM's torch.compile'd model, and the compiled
+    graph reads the weights each update loads, not the ones it was compiled with: its sampled-token
+    log-probs equal a plain transformers forward of the start model, then of the new one. A second
+    engine loads the compiled model the first one saved (engines/cpu_compile.py) and serves a new
+    version as exactly."""
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    other = build_tiny_causal_lm(tmp_path / "seed1", seed=1, tokenizer=smollm2_tokenizer)
+    cfg = load_config(None, [f"model.path={tiny_model_path}", "generation.max_new_tokens=8",
+                             "cluster.cpu_engine_compile=true"])
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype="float32")
+    new = AutoModelForCausalLM.from_pretrained(other, dtype="float32")
+    ray.init(address=ray_address)
+    try:
+        for index, how in enumerate((("compiled", "loaded"), ("loaded",))):
+            gen = launch.launch_generator(cfg, "compiled", index, str(tiny_model_path), None)
+            assert ray.get(gen.stats.remote())["compiled_model"] in how
+            for version, model in enumerate((start, new)):
+                if version:
+                    weights = ray.put(load_file(str(other / "model.safetensors")))
+                    assert ray.get(gen.update_weights.remote(version, weights)) > 0
+                rollouts = ray.get(gen.generate.remote(PROMPTS, 5))
+                served = [c.logprob for r in rollouts for c in r.candidates]
+                assert served == pytest.approx(_hf_logps(model, rollouts), abs=2e-3)
+            # the start model scores the new version's samples differently: the update took effect
+            assert max(abs(a - b) for a, b in zip(_hf_logps(start, rollouts), served)) > 0.1
+            ray.kill(gen)
+    finally:
+        ray.shutdown()

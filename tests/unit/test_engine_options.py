@@ -12,11 +12,26 @@ def test_compiled_engine_without_a_cpp_compiler_names_the_option(monkeypatch):
     vllm_engine._require_cpp_compiler()
 
 
-def test_cpu_engines_compile_through_inductors_cache_not_vllms_aot_artifact():
-    # the AOT artifact fails to load back with this torch and the model is compiled again at
-    # every start; without it inductor's cache serves a later start
+def test_cpu_engines_save_and_load_the_compiled_model():
     env = vllm_engine.cpu_engine_env(1.0)
-    assert env["VLLM_USE_AOT_COMPILE"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert env["VLLM_USE_AOT_COMPILE"] == "1" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_a_loaded_inductor_artifact_gets_the_method_vllm_calls_on_it(monkeypatch):
+    """vLLM calls finalize_loading on every loaded artifact; torch's inductor one loads as a plain
+    function without it (the start then compiles again). After apply() it has a no-op one."""
+    from torch._dynamo import aot_compile_types
+
+    from selm_ray.engines import cpu_compile
+
+    cls = aot_compile_types.BundledAOTAutogradSerializableCallable
+    monkeypatch.setattr(cls, "deserialize_compile_artifacts", classmethod(lambda klass, data: (lambda *a: data)))
+    monkeypatch.setattr(cls, "_loads_for_vllm", False, raising=False)  # restored after the test
+    with pytest.raises(AttributeError):
+        cls.deserialize_compile_artifacts(b"x").finalize_loading
+    assert cpu_compile.apply() and cpu_compile.apply()  # idempotent
+    fn = cls.deserialize_compile_artifacts(b"x")
+    assert fn() == b"x" and fn.finalize_loading(None) is None
 
 
 def test_the_smollm2_configs_compile_and_the_code_default_does_not():
