@@ -418,9 +418,9 @@ class ClusterConfig(_Section):
     kv_cache_gib: float = Field(1.0, description="VLLM_CPU_KVCACHE_SPACE per engine.")
     cpu_engine_compile: bool = Field(False, description=(
         "CPU engines run vLLM's torch.compile'd model instead of eager: ~13% faster generation "
-        "(SmolLM2, 2 cores) for ~20 s more engine start (~70 s the first time a model is compiled; "
-        "inductor caches it under ~/.cache/vllm), so a long run gains and a short one loses. Needs "
-        "a C++ compiler on the engine's node. GPU engines always compile."))
+        "(SmolLM2, 2 cores). The first start on a machine compiles (~70 s) and saves it under "
+        "~/.cache/vllm; a later start loads it (~7 s more than eager), so a short run can lose and "
+        "a long one gains. Needs a C++ compiler on the engine's node. GPU engines always compile."))
     keep_freed_memory: bool = Field(True, description=(
         "CPU engines and learner workers keep the memory they free for their next allocations "
         "(glibc: no per-block mmap, no trimming) instead of handing it back to the kernel: on VMs "

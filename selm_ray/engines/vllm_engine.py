@@ -99,7 +99,7 @@ class VLLMEngine:
             dtype=dtype,
             max_model_len=opts.max_model_len,
             seed=opts.seed,
-            # CPU: eager unless asked (compiling costs ~20 s of start-up, ~70 s uncached, for ~13%
+            # CPU: eager unless asked (a saved compiled model costs ~7 s of start-up, ~70 s to compile, for ~13%
             # faster decoding of SmolLM2 here: fused norms, activations and rotary between the GEMMs)
             enforce_eager=not (gpu or opts.compile),
             tensor_parallel_size=opts.tensor_parallel_size,
