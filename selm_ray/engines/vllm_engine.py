@@ -135,7 +135,7 @@ class VLLMEngine:
 
     @staticmethod
     def compiled_model() -> str:
-        """How this process's engine got its model's compiled form: "loaded" (the artifact a
+        """How this process's engine got its model's compiled form: "loaded" (the artifact an
         earlier start saved), "compiled" (here), or "eager"."""
         from vllm.compilation.counter import compilation_counter as c
 
