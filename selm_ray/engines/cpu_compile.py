@@ -1,4 +1,4 @@
-"""A compiled CPU engine's saved artifact loads back (vLLM's AOT compile cache on this torch).
+"""A compiled CPU engine (cluster.cpu_engine_compile): the C++ compiler it needs, and its saved model loading back.
 
 With ``cluster.cpu_engine_compile`` vLLM compiles the model once and saves the result (its "AOT"
 artifact) so that a later start loads it instead of compiling again. On CPU the model goes through
@@ -15,6 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+
+def require_cpp_compiler() -> None:
+    """Inductor builds the compiled CPU model with a C++ compiler at the engine's start."""
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise RuntimeError("cluster.cpu_engine_compile is true, but this node has no C++ compiler "
+                           "(g++ / clang++) for torch.compile's CPU code: install one, or set "
+                           "cluster.cpu_engine_compile: false (eager engine: generation ~15% slower on SmolLM2, 2 cores)")
 
 
 def _nothing_to_finalize(vllm_config: Any) -> None:

@@ -51,14 +51,6 @@ def cpu_engine_env(kv_cache_gib: float, threads_bind: str = "nobind") -> dict[st
     }
 
 
-def _require_cpp_compiler() -> None:
-    """Inductor builds the compiled CPU model with a C++ compiler at the engine's start."""
-    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        raise RuntimeError("cluster.cpu_engine_compile is true, but this node has no C++ compiler "
-                           "(g++ / clang++) for torch.compile's CPU code: install one, or set "
-                           "cluster.cpu_engine_compile: false (eager engine: generation ~15% slower on SmolLM2, 2 cores)")
-
-
 @dataclass
 class EngineOptions:
     model: str
@@ -83,7 +75,7 @@ class VLLMEngine:
             if opts.compile:
                 from selm_ray.engines import cpu_compile
 
-                _require_cpp_compiler()
+                cpu_compile.require_cpp_compiler()
                 cpu_compile.apply()  # the saved compiled model loads back instead of compiling again
         from vllm import LLM
         from vllm.config import WeightTransferConfig

@@ -1,15 +1,15 @@
 """CPU engine options that are decided before vLLM starts (no engine is built here)."""
 import pytest
 
-from selm_ray.engines import vllm_engine
+from selm_ray.engines import cpu_compile, vllm_engine
 
 
 def test_compiled_engine_without_a_cpp_compiler_names_the_option(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"cluster\.cpu_engine_compile.*no C\+\+ compiler"):
-        vllm_engine._require_cpp_compiler()
+        cpu_compile.require_cpp_compiler()
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/g++" if name == "g++" else None)
-    vllm_engine._require_cpp_compiler()
+    cpu_compile.require_cpp_compiler()
 
 
 def test_cpu_engines_save_and_load_the_compiled_model():
@@ -21,8 +21,6 @@ def test_a_loaded_inductor_artifact_gets_the_method_vllm_calls_on_it(monkeypatch
     """vLLM calls finalize_loading on every loaded artifact; torch's inductor one loads as a plain
     function without it (the start then compiles again). After apply() it has a no-op one."""
     from torch._dynamo import aot_compile_types
-
-    from selm_ray.engines import cpu_compile
 
     cls = aot_compile_types.BundledAOTAutogradSerializableCallable
     monkeypatch.setattr(cls, "deserialize_compile_artifacts", classmethod(lambda klass, data: (lambda *a: data)))
