@@ -36,6 +36,47 @@ def local_cores() -> int:
         return os.cpu_count() or 1
 
 
+# instruction sets that change what a CPU run costs: fp32 GEMMs use the widest vectors; native bf16
+# (avx512_bf16 / AMX) made a bf16 GEMM 2.5-3x an fp32 one on a 2-core Zen 4, emulated bf16 is slower
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo(cpuinfo: str | None) -> str:
+    if cpuinfo is not None:
+        return cpuinfo
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The first CPU's flags in /proc/cpuinfo (or the text given); empty where there is none."""
+    line = next((ln for ln in _cpuinfo(cpuinfo).splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def machine(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What a benchmark figure was measured on: CPU model, cores, memory, the ISA flags above."""
+    text = _cpuinfo(cpuinfo)
+    model = next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
+    flags = cpu_flags(text)
+    total = None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpu": model, "cores": local_cores(), "memory_gib": round(total / 2**30, 1) if total else None,
+            "isa": [f for f in ISA_FLAGS if f in flags] if flags else None}  # None: flags unreadable
+
+
+def machine_text(m: dict[str, Any]) -> str:
+    mem = f", {m['memory_gib']} GiB" if m.get("memory_gib") else ""
+    isa = "ISA unknown" if m["isa"] is None else " ".join(m["isa"]) or "no AVX2"
+    return f"{m['cpu']}, {m['cores']} cores{mem}, {isa}"
+
+
 def cpu_stages(cfg: Any) -> tuple[int, int]:
     """(engine actors on CPU, learner workers on CPU): what competes for a CPU machine's cores."""
     c = cfg.cluster

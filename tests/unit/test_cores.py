@@ -146,3 +146,17 @@ def test_reserved_heap_memory_is_reused_without_page_faults(reserve):
     faults = int(out.stdout.strip().splitlines()[-1])
     pages = (200 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert (faults < pages // 20) if reserve else (faults > pages // 2), faults
+
+
+def test_machine_names_the_cpu_and_the_instruction_sets_that_change_costs():
+    """Benchmarks print where they ran; the bf16 switch reads the same flags."""
+    from selm_ray.core.cores import cpu_flags, machine, machine_text
+    from selm_ray.learner.engine import cpu_has_native_bf16
+
+    zen4 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 vaes\n"
+    m = machine(zen4)
+    assert (m["cpu"], m["isa"]) == ("AMD EPYC 9R14", ["avx2", "avx512f", "avx512_bf16"])
+    assert m["cores"] >= 1 and machine_text(m).startswith(f"AMD EPYC 9R14, {m['cores']} cores")
+    assert cpu_has_native_bf16(zen4) and not cpu_has_native_bf16("flags\t: fpu avx2\n")
+    assert cpu_flags("") == set() and machine("")["cpu"] == "unknown" and machine_text(machine("")).endswith("ISA unknown")
+    assert machine_text(machine("flags\t: fpu sse\n")).endswith("no AVX2")
