@@ -34,6 +34,25 @@ _RAY_TMP = Path(tempfile.gettempdir()) / "ray"
 _RAY_SESSIONS_BEFORE = set(_RAY_TMP.glob("session_2*"))
 
 
+def _made_here_and_done(session_folder: Path) -> bool:
+    """A Ray session folder ends with the pid of the process that started that Ray: this pytest
+    (its own local clusters), or one whose process has ended (the runs it started). A folder whose
+    process still runs belongs to someone else on the machine, e.g. a second pytest session started
+    meanwhile: removing it made that session's next `ray.init` fail (its folder gone at start)."""
+    pid = session_folder.name.rsplit("_", 1)[-1]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Leave the disk as found: the private model home and the Ray session folders this run made.
 
@@ -43,7 +62,10 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if _OWN_HOME:
         shutil.rmtree(_HOME, ignore_errors=True)
-    for folder in [*(set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE), *HEAD_DIRS]:
+    if session.config.option.collectonly:  # started no Ray: any new session folder is someone else's
+        return
+    made = set(_RAY_TMP.glob("session_2*")) - _RAY_SESSIONS_BEFORE
+    for folder in [*filter(_made_here_and_done, made), *HEAD_DIRS]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
