@@ -37,7 +37,7 @@ def local_cores() -> int:
 
 
 # instruction sets that change what a CPU run costs: fp32 GEMMs use the widest vectors; native bf16
-# (avx512_bf16 / AMX) made a bf16 GEMM 2.5-3x an fp32 one on a 2-core Zen 4, emulated bf16 is slower
+# (avx512_bf16 / AMX) made a bf16 GEMM 2.5-3x an fp32 one on a 2-core AVX-512 EPYC; emulated bf16 is slower
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 

@@ -141,8 +141,8 @@ def report(results: dict[str, dict[str, list[dict]]]) -> list[str]:
 
 
 def measured_on() -> dict:
-    """The machine and the versions both sides ran with: a ratio holds for one machine (SELM in
-    XPO's shape made 2.86-3.00x on a 2-core AVX2-only CPU, 3.43x on a 2-core AVX-512 one)."""
+    """The machine and the versions both sides ran with: a ratio holds for the machine it was
+    measured on (its vector and bf16 instructions change the two sides' costs differently)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[loss][side].append(run_ours(loss, prompts, a.pairs, out, tag, bf16, extra))
     lines = report(results)
     where = measured_on()
+    versions = " ".join(f"{k} {v}" for k, v in where["versions"].items())
     print(f"\n== selm-ray peer benchmark: {a.pairs} pairs per run, {a.repeats} repeat(s), {a.precision} learners, "
-          f"{time.time() - t0:.0f} s in all\n   measured on {machine_text(where)}; {' '.join(f'{k} {v}' for k, v in where['versions'].items())}")
+          f"{time.time() - t0:.0f} s in all\n   measured on {machine_text(where)}; {versions}")
     print("\n".join(lines))
     (out / "bench_peers.json").write_text(json.dumps({"pairs": a.pairs, "repeats": a.repeats, "precision": a.precision,
                                                       "machine": where, "results": results, "summary": lines},
