@@ -198,9 +198,21 @@ def reserve_heap(nbytes: int) -> int:
     return n
 
 
+# torch's CPU allocator: tensors of 2 MB or more start on a 2 MB boundary and are madvise'd for
+# transparent huge pages (read once by libc10 when torch loads). Measured on the 2-core AVX-512 EPYC,
+# our side of the peer benchmark's DPO run, 6 runs with vs 8 without, interleaved: an iteration end
+# (checkpoint + weights put for the engines) 1.3-2.0 s vs 2.9-3.4 s, an engine's weight reload 0.3-0.5
+# s vs 0.6-0.9 s, the loop 50.7-55.3 s vs 53.2-60.6 s; learner steps moved within their noise. Peak
+# memory in use 11.70 vs 11.23 GiB (2 MB granules).
+HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 def memory_env(cfg: Any) -> dict[str, str]:
-    """Allocator settings for a CPU actor's process (read by glibc when the process starts)."""
-    return dict(KEEP_FREED_MEMORY) if cfg.cluster.keep_freed_memory else {}
+    """Allocator settings for a CPU actor's process (read by glibc and torch when the process starts)."""
+    env = dict(KEEP_FREED_MEMORY) if cfg.cluster.keep_freed_memory else {}
+    if cfg.cluster.huge_pages:
+        env.update(HUGE_PAGES)
+    return env
 
 
 def engine_threads(cfg: Any) -> int:

@@ -116,6 +116,51 @@ def test_cpu_actors_keep_freed_memory_and_glibc_honours_it():
     assert freed["default"] >= 200 and freed["kept"] < 16, freed  # MB handed back to the kernel
 
 
+_HUGE = """
+import torch
+t = torch.empty(64 << 20, dtype=torch.uint8)
+t.fill_(1)  # faulted in: with huge pages, in 2 MB pages
+print(int(open("/proc/self/smaps_rollup").read().split("AnonHugePages:")[1].split()[0]))
+"""
+
+
+def _thp_mode() -> str | None:
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def test_cpu_actors_put_large_tensors_on_huge_pages_and_torch_honours_it():
+    """cluster.huge_pages: the CPU actors' environment asks torch for THP-backed large tensors, and a
+    process with that environment gets them (the kernel's THP mode permitting)."""
+    import os
+    import subprocess
+    import sys
+
+    from selm_ray.actors.launch import engine_env
+    from selm_ray.core.cores import HUGE_PAGES
+    from selm_ray.learner.trainer import learner_env
+
+    cfg = _cfg()
+    assert HUGE_PAGES.items() <= engine_env(cfg, 0).items() and HUGE_PAGES.items() <= learner_env(cfg).items()
+    off = _cfg("cluster.huge_pages=false")
+    assert not HUGE_PAGES.keys() & (engine_env(off, 0).keys() | learner_env(off).keys())
+    assert not HUGE_PAGES.keys() & engine_env(cfg, 1.0).keys()  # GPU engines: not a host-memory matter
+    mode = _thp_mode()
+    if mode not in ("madvise", "always"):
+        pytest.skip(f"this kernel's transparent huge pages are {mode or 'not available'}")
+    kib = {}
+    for name, extra in (("default", {}), ("huge", HUGE_PAGES)):
+        env = {k: v for k, v in os.environ.items() if k not in HUGE_PAGES} | extra
+        kib[name] = int(subprocess.run([sys.executable, "-c", _HUGE], env=env, capture_output=True,
+                                       text=True, check=True).stdout.strip().splitlines()[-1])
+    assert kib["huge"] >= 32 << 10, kib  # at least half of the 64 MiB tensor in huge pages
+    if mode == "madvise":  # only what torch madvises gets them
+        assert kib["default"] < 32 << 10, kib
+
+
 _FAULTS = """
 import sys, torch
 from selm_ray.core.cores import reserve_heap
