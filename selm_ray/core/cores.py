@@ -200,9 +200,9 @@ def reserve_heap(nbytes: int) -> int:
 
 # torch's CPU allocator: tensors of 2 MB or more start on a 2 MB boundary and are madvise'd for
 # transparent huge pages (read once by libc10 when torch loads). Measured on the 2-core AVX-512 EPYC,
-# our side of the peer benchmark's DPO run, 6 runs with vs 8 without, interleaved: an iteration end
-# (checkpoint + weights put for the engines) 1.3-2.0 s vs 2.9-3.4 s, an engine's weight reload 0.3-0.5
-# s vs 0.6-0.9 s, the loop 50.7-55.3 s vs 53.2-60.6 s; learner steps moved within their noise. Peak
+# our side of the peer benchmark's DPO run, 6 runs with vs 9 without, same hour: an iteration end
+# (checkpoint + weights put for the engines) 1.3-2.0 s vs 3.0-3.4 s, an engine's weight reload 0.3-0.5
+# s vs 0.6-0.8 s, the loop 50.7-55.3 s vs 53.5-60.6 s; learner steps moved within their noise. Peak
 # memory in use 11.70 vs 11.23 GiB (2 MB granules).
 HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
 

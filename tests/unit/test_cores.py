@@ -89,11 +89,18 @@ def test_on_a_cluster_overlap_off_applies_to_iterative_runs_only():
     assert plan_cores(_cfg("schedule.overlap=off", "schedule.mode=async"), None).overlap
 
 
-def test_cpu_actors_keep_freed_memory_and_glibc_honours_it():
+def _probe(code: str, settings: dict[str, str], on: bool) -> int:
+    """The last line a fresh Python prints running ``code``, with ``settings`` in its env or without."""
     import os
     import subprocess
     import sys
 
+    env = {k: v for k, v in os.environ.items() if k not in settings} | (settings if on else {})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_cpu_actors_keep_freed_memory_and_glibc_honours_it():
     from selm_ray.actors.launch import engine_env
     from selm_ray.core.cores import KEEP_FREED_MEMORY
     from selm_ray.learner.trainer import learner_env
@@ -108,11 +115,7 @@ def test_cpu_actors_keep_freed_memory_and_glibc_honours_it():
     probe = ("import numpy as np\n"
              "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20\n"
              "a = np.ones(64 << 20, dtype=np.float32); before = rss(); del a; print(before - rss())")
-    freed = {}
-    for name, extra in (("default", {}), ("kept", KEEP_FREED_MEMORY)):
-        env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY} | extra
-        freed[name] = int(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                                         text=True, check=True).stdout)
+    freed = {name: _probe(probe, KEEP_FREED_MEMORY, on) for name, on in (("default", False), ("kept", True))}
     assert freed["default"] >= 200 and freed["kept"] < 16, freed  # MB handed back to the kernel
 
 
@@ -135,10 +138,6 @@ def _thp_mode() -> str | None:
 def test_cpu_actors_put_large_tensors_on_huge_pages_and_torch_honours_it():
     """cluster.huge_pages: the CPU actors' environment asks torch for THP-backed large tensors, and a
     process with that environment gets them (the kernel's THP mode permitting)."""
-    import os
-    import subprocess
-    import sys
-
     from selm_ray.actors.launch import engine_env
     from selm_ray.core.cores import HUGE_PAGES
     from selm_ray.learner.trainer import learner_env
@@ -151,11 +150,7 @@ def test_cpu_actors_put_large_tensors_on_huge_pages_and_torch_honours_it():
     mode = _thp_mode()
     if mode not in ("madvise", "always"):
         pytest.skip(f"this kernel's transparent huge pages are {mode or 'not available'}")
-    kib = {}
-    for name, extra in (("default", {}), ("huge", HUGE_PAGES)):
-        env = {k: v for k, v in os.environ.items() if k not in HUGE_PAGES} | extra
-        kib[name] = int(subprocess.run([sys.executable, "-c", _HUGE], env=env, capture_output=True,
-                                       text=True, check=True).stdout.strip().splitlines()[-1])
+    kib = {name: _probe(_HUGE, HUGE_PAGES, on) for name, on in (("default", False), ("huge", True))}
     assert kib["huge"] >= 32 << 10, kib  # at least half of the 64 MiB tensor in huge pages
     if mode == "madvise":  # only what torch madvises gets them
         assert kib["default"] < 32 << 10, kib
