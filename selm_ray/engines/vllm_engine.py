@@ -80,10 +80,11 @@ class VLLMEngine:
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
-        from selm_ray.engines import cpu_sampler, transfer
+        from selm_ray.engines import cpu_sampler, gloo_device, transfer
 
         transfer.register()
         cpu_sampler.apply()  # before the engine samples: no inductor/gcc compile in the first call
+        gloo_device.apply()  # before vLLM makes its process groups: one gloo loop thread, not 13
         dtype = engine_dtype(opts.dtype, gpu)
         self.dtype = dtype
         self.llm = LLM(
