@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+DEFAULT_TIMEOUT = datetime.timedelta(seconds=1800)  # torch's own default for a gloo group
 _shared: list[Any] = []  # the process's one device, made by the first group that needs it
 
 
@@ -47,13 +48,13 @@ def apply() -> bool:
 
         shares_one_device = True
 
-        def __init__(self, store: Any, rank: int, size: int,
-                     timeout: Any = datetime.timedelta(seconds=1800)) -> None:
-            if isinstance(timeout, base._Options):  # options given: the caller's devices
-                super().__init__(store, rank, size, timeout)
+        def __init__(self, store: Any, rank: int, size: int, timeout: Any = None, options: Any = None) -> None:
+            given = options if options is not None else timeout
+            if isinstance(given, base._Options):  # options given: the caller's devices
+                super().__init__(store, rank, size, given)
                 return
             opts = base._Options()
-            opts._timeout = timeout
+            opts._timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
             opts._devices = [_device(base)]
             super().__init__(store, rank, size, opts)
 

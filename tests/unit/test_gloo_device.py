@@ -56,3 +56,30 @@ def test_two_ranks_reduce_across_their_shared_devices(tmp_path):
     for out in outs:
         assert out["loops"] == 1
         assert out["sums"] == [[float(2 * k + 1)] * 3 for k in range(12)]
+
+
+OWN_OPTIONS = """
+import datetime, glob, json, os, torch, torch.distributed as dist
+from torch.distributed import distributed_c10d as c10d
+from selm_ray.engines import gloo_device
+gloo_device.apply()
+loops = lambda: sum(open(t + "/comm").read().strip() == "gloo_tcp_loop" for t in glob.glob(f"/proc/{os.getpid()}/task/*"))
+shared = [c10d.ProcessGroupGloo(dist.HashStore(), 0, 1, timeout=datetime.timedelta(seconds=60)) for _ in range(3)]
+after_shared = loops()
+opts = c10d.ProcessGroupGloo._Options()
+opts._devices = [c10d.ProcessGroupGloo.create_default_device()]
+own = c10d.ProcessGroupGloo(dist.HashStore(), 0, 1, options=opts)
+t = torch.ones(2)
+own.allreduce([t]).wait()
+shared[0].allreduce([t]).wait()
+print(json.dumps({"after_shared": after_shared, "after_own": loops(), "sum": t.tolist()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read from /proc")
+def test_a_group_given_its_own_options_keeps_its_own_device():
+    p = subprocess.run([sys.executable, "-c", OWN_OPTIONS], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert (out["after_shared"], out["after_own"]) == (1, 2)
+    assert out["sum"] == [1.0, 1.0]
