@@ -7,7 +7,7 @@ Each device runs a TCP event loop thread that wakes every 10 ms to check for shu
 turns, those wake-ups land on the cores the learner is computing on: measured on the 2-core
 machine (ad-hoc /proc sampler, learner turn of the peer benchmark's DPO side), the generator made
 1,455 of the 4,408 context switches a second of every process besides the learner, and a plain
-process's learner step next to the idle loop took 4.5-4.8 s against 3.5-3.9 s alone.
+process's learner step beside the idle loop took 3.9-5.3 s against 3.4-4.0 s alone (README).
 
 gloo's devices are made to be shared: each group (a gloo context) opens its own connections
 through the device, and one loop thread serves all of them. Groups built with an explicit
