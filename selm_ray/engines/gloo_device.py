@@ -28,6 +28,21 @@ def _device(base: Any) -> Any:
     return _shared[0]
 
 
+def loop_threads() -> int:
+    """gloo event-loop threads in this process now (Linux: thread names in /proc; 0 elsewhere)."""
+    import glob
+    import os
+
+    names = []
+    for task in glob.glob(f"/proc/{os.getpid()}/task/*/comm"):
+        try:
+            with open(task) as fh:
+                names.append(fh.read().strip())
+        except OSError:  # a thread that ended between the listing and the read
+            continue
+    return names.count("gloo_tcp_loop")
+
+
 def apply() -> bool:
     """Every gloo group made after this call in this process shares one device. CPU only (a GPU
     engine's collectives run on NCCL; its few gloo groups are left alone). Idempotent; True if

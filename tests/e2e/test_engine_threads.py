@@ -8,13 +8,13 @@ import sys
 import pytest
 
 ENGINE = """
-import glob, json, os, sys
+import json, sys
 from selm_ray.engines import gloo_device
 if sys.argv[2] == "torch":  # torch's own way, for comparison: a device per group
     gloo_device.apply = lambda: False
 from selm_ray.engines.vllm_engine import EngineOptions, VLLMEngine
 engine = VLLMEngine(EngineOptions(model=sys.argv[1], kv_cache_gib=1, max_model_len=256))
-loops = sum(open(t + "/comm").read().strip() == "gloo_tcp_loop" for t in glob.glob(f"/proc/{os.getpid()}/task/*"))
+loops = gloo_device.loop_threads()
 out = engine.generate(["<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n"], 2, 0.7, 1.0, 8, 0, seed=1)
 print(json.dumps({"loops": loops, "texts": [c.text for c in out[0]]}))
 """

@@ -9,7 +9,7 @@ import pytest
 
 # 13 gloo groups, as vLLM makes for a one-process CPU engine; then a reduction on each of them
 GROUPS = """
-import glob, json, os, sys, torch, torch.distributed as dist
+import json, sys, torch, torch.distributed as dist
 from selm_ray.engines import gloo_device
 applied = gloo_device.apply() if sys.argv[1] == "share" else False
 rank, world = int(sys.argv[2]), int(sys.argv[3])
@@ -21,8 +21,8 @@ for k, g in enumerate(groups):
     dist.all_reduce(t, group=g)
     sums.append(t.tolist())
 dist.barrier()
-loops = sum(open(t + "/comm").read().strip() == "gloo_tcp_loop" for t in glob.glob(f"/proc/{os.getpid()}/task/*"))
-print(json.dumps({"applied": applied, "again": gloo_device.apply() if applied else None, "loops": loops, "sums": sums}))
+print(json.dumps({"applied": applied, "again": gloo_device.apply() if applied else None,
+                  "loops": gloo_device.loop_threads(), "sums": sums}))
 """
 
 
@@ -59,20 +59,19 @@ def test_two_ranks_reduce_across_their_shared_devices(tmp_path):
 
 
 OWN_OPTIONS = """
-import datetime, glob, json, os, torch, torch.distributed as dist
+import datetime, json, torch, torch.distributed as dist
 from torch.distributed import distributed_c10d as c10d
 from selm_ray.engines import gloo_device
 gloo_device.apply()
-loops = lambda: sum(open(t + "/comm").read().strip() == "gloo_tcp_loop" for t in glob.glob(f"/proc/{os.getpid()}/task/*"))
 shared = [c10d.ProcessGroupGloo(dist.HashStore(), 0, 1, timeout=datetime.timedelta(seconds=60)) for _ in range(3)]
-after_shared = loops()
+after_shared = gloo_device.loop_threads()
 opts = c10d.ProcessGroupGloo._Options()
 opts._devices = [c10d.ProcessGroupGloo.create_default_device()]
 own = c10d.ProcessGroupGloo(dist.HashStore(), 0, 1, options=opts)
 t = torch.ones(2)
 own.allreduce([t]).wait()
 shared[0].allreduce([t]).wait()
-print(json.dumps({"after_shared": after_shared, "after_own": loops(), "sum": t.tolist()}))
+print(json.dumps({"after_shared": after_shared, "after_own": gloo_device.loop_threads(), "sum": t.tolist()}))
 """
 
 
